@@ -1,0 +1,92 @@
+"""Domain errors: one base class carrying the exit code, one subclass per refusal."""
+
+from __future__ import annotations
+
+
+class LauncherError(Exception):
+    """A refusal the CLI turns into one line on stderr and a distinct exit code."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NoGpuError(LauncherError):
+    exit_code = 10
+
+
+class ArchMismatchError(LauncherError):
+    exit_code = 11
+
+
+class DriverTooOldError(LauncherError):
+    exit_code = 12
+
+
+class HostMemoryError(LauncherError):
+    exit_code = 13
+
+
+class CgroupMemoryError(LauncherError):
+    exit_code = 14
+
+
+class CpuIsaError(LauncherError):
+    exit_code = 15
+
+
+class ShmTooSmallError(LauncherError):
+    exit_code = 16
+
+
+class ModelIncompleteError(LauncherError):
+    exit_code = 17
+
+
+class HugepagesError(LauncherError):
+    exit_code = 18
+
+
+class GpuMemoryError(LauncherError):
+    exit_code = 19
+
+
+class CpuTopologyError(LauncherError):
+    exit_code = 20
+
+
+class WeightFormatError(LauncherError):
+    exit_code = 21
+
+
+class HostReadError(LauncherError):
+    exit_code = 22
+
+
+class MissingToolError(LauncherError):
+    exit_code = 23
+
+
+class GpuCountError(LauncherError):
+    exit_code = 24
+
+
+ALL_ERRORS: tuple[type[LauncherError], ...] = (
+    NoGpuError,
+    ArchMismatchError,
+    DriverTooOldError,
+    HostMemoryError,
+    CgroupMemoryError,
+    CpuIsaError,
+    ShmTooSmallError,
+    ModelIncompleteError,
+    HugepagesError,
+    GpuMemoryError,
+    CpuTopologyError,
+    WeightFormatError,
+    HostReadError,
+    MissingToolError,
+    GpuCountError,
+)

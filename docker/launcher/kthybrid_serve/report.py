@@ -1,0 +1,129 @@
+"""Render plans and doctor results for people (tables) and machines (JSON)."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from kthybrid_serve.host import HostFacts, format_cpulist
+from kthybrid_serve.model import ModelFacts
+from kthybrid_serve.plan import Plan
+from kthybrid_serve.units import gib
+from kthybrid_serve.validate import Check
+
+
+def describe_host(host: HostFacts) -> list[str]:
+    cores = host.physical_cores_by_node()
+    lines = [
+        f"cpu:    {host.cpu_model}; ISA: {' '.join(sorted(host.isa_flags)) or 'none found'}",
+        f"numa:   {len(host.nodes)} node(s); allowed physical cores per node: "
+        + ", ".join(f"{n}={c}" for n, c in cores.items())
+        + f"; allowed CPUs {format_cpulist(host.allowed_cpus)}"
+        + (" (SMT on: hyperthreads not counted)" if host.smt_active else ""),
+        f"memory: {gib(host.mem_total_bytes)} total, {gib(host.mem_available_bytes)} available; "
+        f"cgroup v{host.cgroup_version or '-'} limit "
+        f"{gib(host.cgroup_memory_limit) if host.cgroup_memory_limit else 'none'}; "
+        f"hugepages {gib(host.hugepages_total_bytes())}; "
+        f"/dev/shm {gib(host.shm_bytes) if host.shm_bytes is not None else 'missing'}",
+    ]
+    for gpu in host.gpus:
+        numa = f", NUMA node {gpu.numa_node}" if gpu.numa_node is not None else ""
+        driver = f", driver {gpu.driver_version}" if gpu.driver_version else ""
+        lines.append(
+            f"gpu {gpu.index}:  {gpu.name}, {gib(gpu.memory_bytes)}, cc {gpu.cc_text}"
+            f"{driver}{numa} (via {gpu.source})"
+        )
+    return lines
+
+
+def describe_model(model: ModelFacts) -> str:
+    return (
+        f"model:  {model.path} ({model.architecture}, {model.num_layers} layers, "
+        f"{model.moe_layers} MoE x {model.routed_experts} experts, top-{model.experts_per_token}; "
+        f"routed {gib(model.routed_bytes)} {model.routed_format}, other {gib(model.other_bytes)}, "
+        f"{model.shard_count} shards)"
+    )
+
+
+def render_plan(plan: Plan, host: HostFacts, model: ModelFacts) -> str:
+    out = ["kthybrid-serve plan", *describe_host(host), describe_model(model), ""]
+    width = max(len(f"{i.name} {i.value}") for i in plan.items) + 2
+    source_width = max(len(i.source) for i in plan.items) + 2
+    out.append(f"{'VALUE':<{width}}{'SOURCE':<{source_width}}REASON")
+    for item in plan.items:
+        out.append(
+            f"{item.name + ' ' + item.value:<{width}}{item.source:<{source_width}}{item.reason}"
+        )
+    out += ["", "GPU memory budget (per GPU):"]
+    for line in plan.gpu_budget:
+        out.append(f"  {line.label:<36}{line.amount / 1024**3:>+9.1f} GiB  {line.note}")
+    out.append(
+        f"  => --kt-num-gpu-experts {plan.kt_num_gpu_experts} (at most {plan.max_gpu_experts} fit)"
+    )
+    out += [
+        "",
+        f"host memory: CPU experts {gib(plan.cpu_expert_bytes)}, need "
+        f"{gib(plan.host_memory_needed)} with overhead; {gib(host.mem_available_bytes)} available",
+    ]
+    for note in plan.notes:
+        out.append(f"note: {note}")
+    out += ["", "environment:"]
+    out += [f"  {k}={v}" for k, v in sorted(plan.env.items())]
+    out += [f"  unset {k}" for k in plan.env_unset]
+    out += ["", "command:", "  " + shlex.join(plan.argv)]
+    return "\n".join(out)
+
+
+def plan_json(plan: Plan, host: HostFacts, model: ModelFacts) -> dict[str, Any]:
+    data = plan.to_json()
+    data["host"] = {
+        "numa_nodes": [n.node for n in host.nodes],
+        "physical_cores_by_node": {str(k): v for k, v in host.physical_cores_by_node().items()},
+        "allowed_cpus": format_cpulist(host.allowed_cpus),
+        "smt": host.smt_active,
+        "mem_total_bytes": host.mem_total_bytes,
+        "mem_available_bytes": host.mem_available_bytes,
+        "cgroup_version": host.cgroup_version,
+        "cgroup_memory_limit": host.cgroup_memory_limit,
+        "shm_bytes": host.shm_bytes,
+        "isa": sorted(host.isa_flags),
+        "gpus": [
+            {
+                "index": g.index,
+                "name": g.name,
+                "memory_bytes": g.memory_bytes,
+                "compute_capability": g.cc_text,
+                "driver_version": g.driver_version,
+                "numa_node": g.numa_node,
+                "source": g.source,
+            }
+            for g in host.gpus
+        ],
+    }
+    data["model"] = {
+        "path": model.path,
+        "architecture": model.architecture,
+        "moe_layers": model.moe_layers,
+        "routed_experts": model.routed_experts,
+        "routed_bytes": model.routed_bytes,
+        "other_bytes": model.other_bytes,
+        "bytes_per_expert": model.bytes_per_expert,
+    }
+    return data
+
+
+def render_checks(checks: list[Check]) -> str:
+    marks = {"ok": " ok ", "warn": "warn", "fail": "FAIL", "skip": "skip"}
+    return "\n".join(f"[{marks[c.status]}] {c.name}: {c.message}" for c in checks)
+
+
+def checks_json(checks: list[Check]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": c.name,
+            "status": c.status,
+            "message": c.message,
+            "exit_code": c.error.exit_code if c.error else 0,
+        }
+        for c in checks
+    ]
