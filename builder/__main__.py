@@ -1,0 +1,5 @@
+"""Entry point for `python -m builder`."""
+
+from builder.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Command line of the builder: parses arguments and calls the library; errors become one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from builder.errors import BuilderError
+from builder.matrix import load_targets, load_versions, select_target
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    targets = load_targets()
+    versions = load_versions()
+    from builder.build import image_tags
+
+    print(f"{'target':<7} {'cc':<5} {'validated':<9} {'moe (offload/prefill)':<30} {'sparse MLA':<10} image")
+    for target in targets.values():
+        backends = f"{target.mxfp4_moe_backend}/{target.mxfp4_prefill_backend}"
+        validated = "yes" if target.validated_upstream else "no"
+        tag = image_tags(target, versions)[0]
+        print(
+            f"{target.name:<7} {target.compute_capability:<5} {validated:<9} {backends:<30} "
+            f"{target.nsa_backend:<10} {tag}"
+        )
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from builder.render import check_rendered, render_all, write_rendered
+
+    files = render_all(load_targets(), load_versions())
+    if args.check:
+        check_rendered(files)
+        print(f"{len(files)} generated files match a fresh render")
+        return 0
+    written = write_rendered(files)
+    for item in written:
+        print(f"wrote {item.relative}")
+    print(f"{len(files)} generated files, {len(written)} changed")
+    return 0
+
+
+def _cmd_lock(args: argparse.Namespace) -> int:
+    from builder.lock import write_locks
+
+    for path in write_locks(load_versions(), index_url=args.index_url):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from builder.build import BuildOptions, build_image
+
+    targets = load_targets()
+    target = select_target(targets, args.arch)
+    ca = args.ca_bundle or os.environ.get("PIP_CERT") or None
+    options = BuildOptions(
+        repository=args.repository,
+        base_image=args.base_image,
+        cuda_toolchain_image=args.cuda_toolchain_image,
+        index_url=args.index_url,
+        ca_bundle=Path(ca) if ca else None,
+        pull=not args.no_pull,
+    )
+    result = build_image(target, load_versions(), options)
+    print(f"built {result.image_id[:19]} as {', '.join(result.tags)}")
+    print(f"base: {result.base_image} ({result.base_origin})")
+    print(f"CUDA toolchain image: {result.cuda_toolchain_image or 'none: this image has no nvcc'}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="python -m builder",
+        description="Render, lock and build kthybrid images from builder/targets.yaml and builder/versions.yaml.",
+    )
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("list", help="list the GPU targets and their image tags").set_defaults(
+        run=_cmd_list
+    )
+
+    render = commands.add_parser("render", help="render Dockerfiles and targets copies")
+    render.add_argument("--check", action="store_true", help="fail if committed files differ")
+    render.set_defaults(run=_cmd_render)
+
+    lock = commands.add_parser("lock", help="resolve the pinned versions into hash locks (uv)")
+    lock.add_argument("--index-url", help="package index or mirror to resolve against")
+    lock.set_defaults(run=_cmd_lock)
+
+    build = commands.add_parser("build", help="build one target's image with the Docker engine")
+    build.add_argument("--arch", required=True, help="target name, e.g. sm120 (see `list`)")
+    build.add_argument("--repository", default="kthybrid", help="image repository (default kthybrid)")
+    build.add_argument("--base-image", help="run-time base image (default from versions.yaml)")
+    build.add_argument(
+        "--cuda-toolchain-image",
+        help="image to copy CUDA's nvcc from (default from versions.yaml; 'none' for no nvcc)",
+    )
+    build.add_argument("--index-url", help="Python package index or mirror for the build")
+    build.add_argument(
+        "--ca-bundle",
+        help="PEM bundle the build's package downloads trust (default $PIP_CERT); never kept in the image",
+    )
+    build.add_argument("--no-pull", action="store_true", help="never pull; use local images only")
+    build.set_defaults(run=_cmd_build)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except BuilderError as error:
+        print(f"builder: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("builder: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

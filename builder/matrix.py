@@ -1,0 +1,174 @@
+"""Loads and validates the two data files: GPU targets and pinned versions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from builder.errors import MatrixError, UnknownTargetError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+TARGETS_FILE = PACKAGE_DIR / "targets.yaml"
+VERSIONS_FILE = PACKAGE_DIR / "versions.yaml"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One GPU architecture that gets its own image."""
+
+    name: str
+    family: str
+    compute_capability: str
+    torch_cuda_arch_list: str
+    flashinfer_cuda_arch_list: str
+    nvrtc_arch: str
+    sgl_kernel_ops: str
+    mxfp4_moe_backend: str
+    mxfp4_prefill_backend: str
+    nsa_backend: str
+    nsa_indexer: str
+    validated_upstream: bool
+    validation_note: str
+    min_driver: str
+    gpu_products: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    name: str
+    version: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Override:
+    name: str
+    spec: str
+    replaces: str
+    why: str
+
+
+@dataclass(frozen=True)
+class ModuleReplacement:
+    module: str
+    installed_by: str
+    replaced_by: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Versions:
+    """Every pinned version, with the reason for each."""
+
+    python: str
+    platform: str
+    cuda: str
+    base_image: str
+    cuda_toolchain_image: str
+    cuda_toolchain_version: str
+    requirements: tuple[Requirement, ...]
+    overrides: tuple[Override, ...]
+    module_replacements: tuple[ModuleReplacement, ...]
+
+    def version_of(self, name: str) -> str:
+        for requirement in self.requirements:
+            if requirement.name == name:
+                return requirement.version
+        raise MatrixError(f"versions file has no requirement named {name!r}")
+
+    @property
+    def cuda_tag(self) -> str:
+        """`cu128` for CUDA 12.8: the form image tags and wheel names use."""
+        return "cu" + self.cuda.replace(".", "")
+
+
+def _load_validated(path: Path, schema_path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MatrixError(f"{path} does not exist: restore it from git") from None
+    except yaml.YAMLError as error:
+        raise MatrixError(f"{path} is not valid YAML: {error}") from None
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(part) for part in first.absolute_path) or "(top level)"
+        raise MatrixError(
+            f"{path}: {where}: {first.message} (schema {schema_path.name}; "
+            f"{len(errors)} problem(s) in all)"
+        )
+    if not isinstance(data, dict):
+        raise MatrixError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_targets(path: Path = TARGETS_FILE) -> dict[str, Target]:
+    """Targets by name, in the file's order, after schema validation."""
+    data = _load_validated(path, PACKAGE_DIR / "targets.schema.json")
+    targets: dict[str, Target] = {}
+    seen_cc: dict[str, str] = {}
+    for name, fields in data["targets"].items():
+        target = Target(name=name, **{**fields, "gpu_products": tuple(fields["gpu_products"])})
+        expected = "sm" + target.compute_capability.replace(".", "")
+        if name != expected:
+            raise MatrixError(
+                f"{path}: target {name!r} declares compute capability "
+                f"{target.compute_capability}; its name must be {expected!r}"
+            )
+        if target.compute_capability in seen_cc:
+            raise MatrixError(
+                f"{path}: targets {seen_cc[target.compute_capability]!r} and {name!r} "
+                f"declare the same compute capability"
+            )
+        seen_cc[target.compute_capability] = name
+        targets[name] = target
+    return targets
+
+
+def select_target(targets: dict[str, Target], name: str) -> Target:
+    """The target called `name`, or an error that lists the valid names."""
+    try:
+        return targets[name]
+    except KeyError:
+        valid = ", ".join(targets)
+        raise UnknownTargetError(
+            f"unknown ARCH {name!r}: valid targets are {valid} (declared in builder/targets.yaml)"
+        ) from None
+
+
+def load_versions(path: Path = VERSIONS_FILE) -> Versions:
+    """The pinned versions, after schema validation."""
+    data = _load_validated(path, PACKAGE_DIR / "versions.schema.json")
+    versions = Versions(
+        python=data["python"],
+        platform=data["platform"],
+        cuda=data["cuda"],
+        base_image=data["images"]["base"],
+        cuda_toolchain_image=data["images"]["cuda_toolchain"],
+        cuda_toolchain_version=data["images"]["cuda_toolchain_version"],
+        requirements=tuple(Requirement(**item) for item in data["requirements"]),
+        overrides=tuple(Override(**item) for item in data["overrides"]),
+        module_replacements=tuple(
+            ModuleReplacement(**item) for item in data["module_replacements"]
+        ),
+    )
+    names = [r.name for r in versions.requirements]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise MatrixError(f"{path}: requirements list {', '.join(duplicates)} more than once")
+    for replacement in versions.module_replacements:
+        for dist in (replacement.installed_by, replacement.replaced_by):
+            if dist not in names:
+                raise MatrixError(
+                    f"{path}: module replacement of {replacement.module!r} names {dist!r}, "
+                    f"which is not in requirements"
+                )
+    return versions
