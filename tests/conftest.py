@@ -1,0 +1,29 @@
+"""Options shared by every test group: which image the image and compose tests run against."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--image",
+        action="store",
+        default=None,
+        help="kthybrid image to test, e.g. kthybrid:sm120 (image and compose tests need it)",
+    )
+    parser.addoption(
+        "--arch",
+        action="store",
+        default=None,
+        help="target the image was built for (default: read from the image's io.kthybrid.target label)",
+    )
+
+
+@pytest.fixture(scope="session")
+def image_name(request: pytest.FixtureRequest) -> str:
+    """The image under test; a test that needs one fails with a clear message when none is given."""
+    name = request.config.getoption("--image")
+    if not name:
+        pytest.fail("no image given: pass --image kthybrid:<target> (make test does)", pytrace=False)
+    return str(name)
