@@ -18,9 +18,14 @@ repo_root="$(cd -- "${script_dir}/.." && pwd)"
 bin_dir="${repo_root}/.tools/bin"
 
 installed_versions_match() {
+  local helm_version kubectl_version
   [[ -x "${bin_dir}/helm" && -x "${bin_dir}/kubectl" ]] || return 1
-  "${bin_dir}/helm" version --template '{{.Version}}' 2>/dev/null | grep -qx "${HELM_VERSION}" || return 1
-  "${bin_dir}/kubectl" version --client 2>/dev/null | grep -q "Client Version: ${KUBECTL_VERSION}$" || return 1
+  # Captured, not piped into grep -q: an early-exiting grep would SIGPIPE the
+  # binary and pipefail would report a mismatch.
+  helm_version="$("${bin_dir}/helm" version --template '{{.Version}}' 2>/dev/null)" || return 1
+  kubectl_version="$("${bin_dir}/kubectl" version --client 2>/dev/null)" || return 1
+  [[ "${helm_version}" == "${HELM_VERSION}" ]] || return 1
+  [[ "${kubectl_version}" == *"Client Version: ${KUBECTL_VERSION}"* ]] || return 1
 }
 
 find_pip_python() {

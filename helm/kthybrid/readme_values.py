@@ -1,4 +1,4 @@
-"""Generates the values table of helm/kthybrid/README.md from the `## @param` comments in values.yaml.
+"""Generates the README values table of helm/kthybrid from the `## @param` comments in values.yaml.
 
     python3 helm/kthybrid/readme_values.py --write   # rewrite the table in README.md
     python3 helm/kthybrid/readme_values.py --check   # exit 1 when README.md is stale
@@ -93,6 +93,8 @@ def parse_values(values_text: str) -> list[Section]:
         and not any(path.startswith(f"{d}.") for d in documented)
         and not any(d.startswith(f"{path}.") for d in documented)
     ]
+    # Name the deepest keys only: documenting them covers their parents.
+    undocumented = [p for p in undocumented if not any(u.startswith(f"{p}.") for u in undocumented)]
     if undocumented:
         raise ValuesDocError(
             f"values without a `## @param` comment: {', '.join(undocumented)}; document them"
@@ -107,7 +109,12 @@ def _format_default(value: Any) -> str:
 def render_table(sections: list[Section]) -> str:
     lines = []
     for section in sections:
-        lines += [f"### {section.title}", "", "| Name | Description | Default |", "| --- | --- | --- |"]
+        lines += [
+            f"### {section.title}",
+            "",
+            "| Name | Description | Default |",
+            "| --- | --- | --- |",
+        ]
         for p in section.params:
             description = p.description.replace("|", "\\|")
             lines.append(f"| `{p.path}` | {description} | {_format_default(p.default)} |")

@@ -1,0 +1,46 @@
+"""Every value is documented with `## @param`, and the README's values table is up to date."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from helm_chart import CHART_DIR
+
+sys.path.insert(0, str(CHART_DIR))
+import readme_values
+
+
+def test_readme_values_table_is_fresh() -> None:
+    result = subprocess.run(
+        [sys.executable, str(CHART_DIR / "readme_values.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_value_has_a_param_comment() -> None:
+    sections = readme_values.parse_values((CHART_DIR / "values.yaml").read_text())
+    assert sum(len(s.params) for s in sections) > 50
+
+
+def test_an_undocumented_value_is_reported() -> None:
+    with pytest.raises(
+        readme_values.ValuesDocError, match=r"values without a `## @param` comment: b\.c;"
+    ):
+        readme_values.parse_values("## @param a A\na: 1\nb:\n  c: 2\n")
+
+
+def test_a_param_for_a_missing_value_is_reported() -> None:
+    with pytest.raises(readme_values.ValuesDocError, match=r"@param a\.x: no such value"):
+        readme_values.parse_values("## @param a.x X\na: {}\n")
+
+
+def test_a_stale_table_is_detected() -> None:
+    readme = (CHART_DIR / "README.md").read_text()
+    sections = readme_values.parse_values((CHART_DIR / "values.yaml").read_text())
+    stale = readme.replace("| `target` |", "| `targetOld` |")
+    assert readme_values.update_readme(stale, readme_values.render_table(sections)) == readme
