@@ -241,7 +241,7 @@ def read_model(path: str) -> ModelFacts:
         heads = _config_int(config, "num_attention_heads", default=1)
         head_dim = _config_int(config, "hidden_size") // max(1, heads)
     return ModelFacts(
-        path=str(model_dir),
+        path=str(model_dir.absolute()),
         served_name=model_dir.resolve().name or "model",
         architecture=architecture,
         model_type=str(config.get("model_type", "unknown")),
@@ -271,6 +271,7 @@ def read_cpu_weights(path: str, model: ModelFacts) -> CpuWeights:
     """Recognise the CPU expert weights: the checkpoint's own, or converted AMX ones."""
     weight_dir = Path(path)
     same = weight_dir.resolve() == Path(model.path).resolve()
+    path = str(weight_dir.absolute())
     if same:
         return CpuWeights(path, model.routed_format, model.routed_bytes, None, True)
     if not weight_dir.is_dir():

@@ -238,8 +238,15 @@ def plan_threads(
     pools_reason = f"one pool per NUMA node used ({len(nodes)} of {len(cores)} with cores)"
     if required_pools is not None and not settings.overridden("kt_threadpool_count"):
         pools_reason = f"the AMX weights were converted for {required_pools} NUMA node(s)"
-    if len(nodes) != 2 and not settings.overridden("kt_threadpool_count"):
-        pools_reason += "; upstream's default of 2 would not match this host"
+    if not settings.overridden("kt_threadpool_count"):
+        if len(cores) == 1:
+            pools_reason += "; upstream's default of 2 crashes a one-node host"
+        elif len(nodes) > 2:
+            idle = ",".join(map(str, nodes[2:]))
+            pools_reason += (
+                f"; 2 pools (upstream's default, the tutorial's command) would pin to nodes "
+                f"{nodes[0]},{nodes[1]} only and leave the cores of node(s) {idle} idle"
+            )
     items.append(PlanItem("--kt-threadpool-count", str(len(nodes)), pools_reason, pools_source))
     per_pool = split_threads(cpuinfer, len(nodes))
     items.append(
