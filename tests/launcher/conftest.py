@@ -1,0 +1,72 @@
+"""Shared fixtures of the launcher tests: host trees and model dirs in temporary directories."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from launcher_fixtures import HostSpec, ModelSpec, build_host, build_model  # noqa: E402
+
+from kthybrid_serve.cli import main  # noqa: E402
+
+RTX5090 = "NVIDIA GeForce RTX 5090,32607MiB,12.0"
+RTX4090 = "NVIDIA GeForce RTX 4090,24564MiB,8.9"
+H200 = "NVIDIA H200,143771MiB,9.0"
+
+
+@pytest.fixture(scope="session")
+def v4_flash(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """DeepSeek-V4-Flash with its real dimensions: 43 layers x 256 MXFP4 experts, sparse."""
+    return build_model(tmp_path_factory.mktemp("models") / "DeepSeek-V4-Flash", ModelSpec())
+
+
+@pytest.fixture
+def make_host(tmp_path: Path) -> Callable[..., Path]:
+    counter = iter(range(1000))
+
+    def make(**fields: object) -> Path:
+        return build_host(tmp_path / f"host{next(counter)}", HostSpec(**fields))  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher reads KTHYBRID_* and image variables: start every test without them."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("KTHYBRID_", "SGLANG_DSV4")) or name.endswith("_CUDA_ARCH_LIST"):
+            monkeypatch.delenv(name)
+
+
+class Result:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code = code
+        self.out = out
+        self.err = err
+
+    @property
+    def json(self) -> dict[str, object]:
+        data = json.loads(self.out)
+        assert isinstance(data, dict)
+        return data
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    def run(*args: str) -> Result:
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse usage errors
+            code = int(exit_.code or 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,160 @@
+"""Plans for the issue's reference hosts, from real host trees and a V4-Flash shaped model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import H200, RTX4090, RTX5090, Result
+from launcher_fixtures import AVX2_FLAGS, GB, ZEN4_FLAGS
+
+Cli = Callable[..., Result]
+
+
+def plan(run_cli: Cli, host: Path, model: Path, *gpus: str, extra: tuple[str, ...] = ()) -> Result:
+    args = ["plan", "--host-root", str(host), "--model", str(model), "--json", *extra]
+    for gpu in gpus:
+        args += ["--gpu", gpu]
+    return run_cli(*args)
+
+
+def test_tutorial_host_comes_out_close_to_the_hand_tuned_command(
+    run_cli: Cli, make_host: Callable[..., Path], v4_flash: Path
+) -> None:
+    # 2-socket Xeon, SNC2 -> 4 NUMA nodes x 16 cores, SMT, 256 GB, one RTX 5090.
+    host = make_host(sockets=2, nodes_per_socket=2, cores_per_node=16, mem_bytes=256 * GB)
+    result = plan(run_cli, host, v4_flash, RTX5090)
+    assert result.code == 0, result.err
+    data = result.json
+    # Hand-tuned: --kt-cpuinfer 60 --kt-threadpool-count 2 --kt-method MXFP4.
+    assert data["kt_cpuinfer"] == 60
+    assert data["kt_threadpool_count"] == 4
+    assert data["kt_numa_nodes"] == [0, 1, 2, 3]
+    assert data["threads_per_pool"] == [15, 15, 15, 15]
+    assert data["kt_method"] == "MXFP4"
+    assert 10 <= int(data["kt_num_gpu_experts"]) <= 40  # type: ignore[call-overload]
+    reasons = {i["name"]: i["reason"] for i in data["items"]}  # type: ignore[union-attr,index]
+    assert "leave the cores of node(s) 2,3 idle" in reasons["--kt-threadpool-count"]
+    argv = data["argv"]
+    assert argv[:2] == ["numactl", "--interleave=all"]  # type: ignore[index]
+    for flag, value in (
+        ("--context-length", "16384"),
+        ("--chunked-prefill-size", "2048"),
+        ("--max-prefill-tokens", "2048"),
+        ("--max-running-requests", "2"),
+        ("--watchdog-timeout", "1200"),
+        ("--attention-backend", "flashinfer"),
+        ("--mem-fraction-static", "0.85"),
+        ("--cuda-graph-bs", "1"),
+        ("--kt-gpu-prefill-token-threshold", "4096"),
+    ):
+        assert argv[argv.index(flag) + 1] == value  # type: ignore[union-attr,index]
+    for flag in (
+        "--disable-radix-cache",
+        "--skip-server-warmup",
+        "--disable-shared-experts-fusion",
+        "--kt-enable-dynamic-expert-update",
+        "--trust-remote-code",
+    ):
+        assert flag in argv  # type: ignore[operator]
+    assert data["env"] == {
+        "TORCH_CUDA_ARCH_LIST": "12.0+PTX",
+        "FLASHINFER_CUDA_ARCH_LIST": "12.0a",
+        "SGLANG_DSV4_MODE": "2604",
+        "SGLANG_DSV4_2604_SUBMODE": "2604B",
+    }
+
+
+def test_eight_h200_on_two_sockets_use_tp8_and_two_pools(
+    run_cli: Cli, make_host: Callable[..., Path], v4_flash: Path
+) -> None:
+    host = make_host(sockets=2, nodes_per_socket=1, cores_per_node=48, mem_bytes=2048 * GB)
+    result = plan(run_cli, host, v4_flash, *[H200] * 8)
+    assert result.code == 0, result.err
+    data = result.json
+    assert data["tp_size"] == 8
+    assert data["kt_threadpool_count"] == 2
+    assert data["kt_cpuinfer"] == 86  # 96 cores - 8 schedulers - 2
+    assert data["kt_num_gpu_experts"] == 256  # the whole model fits on 8 x 141 GB
+
+
+def test_rtx4090_on_one_numa_amd_desktop_uses_one_pool_and_the_bf16_path(
+    run_cli: Cli, make_host: Callable[..., Path], v4_flash: Path
+) -> None:
+    host = make_host(
+        cores_per_node=16, mem_bytes=192 * GB, flags=ZEN4_FLAGS, model_name="AMD Ryzen 9 7950X"
+    )
+    result = plan(run_cli, host, v4_flash, RTX4090)
+    assert result.code == 0, result.err
+    data = result.json
+    assert data["kt_threadpool_count"] == 1  # upstream's default 2 crashes here
+    assert data["kt_numa_nodes"] == [0]
+    assert data["kt_cpuinfer"] == 13
+    assert data["kt_method"] == "MXFP4"
+    assert data["env"]["TORCH_CUDA_ARCH_LIST"] == "8.9+PTX"  # type: ignore[index]
+    reasons = {i["name"]: i["reason"] for i in data["items"]}  # type: ignore[union-attr,index]
+    assert "AVX512-BF16 fast path" in reasons["--kt-method"]
+
+
+def test_avx2_only_desktop_falls_back_to_the_avx2_kernel(
+    run_cli: Cli, make_host: Callable[..., Path], v4_flash: Path
+) -> None:
+    host = make_host(cores_per_node=8, mem_bytes=192 * GB, flags=AVX2_FLAGS)
+    result = plan(run_cli, host, v4_flash, RTX5090)
+    assert result.code == 0, result.err
+    reasons = {i["name"]: i["reason"] for i in result.json["items"]}  # type: ignore[union-attr,index]
+    assert result.json["kt_method"] == "MXFP4"
+    assert "AVX2 fallback" in reasons["--kt-method"]
+    assert result.json["kt_cpuinfer"] == 5
+
+
+def test_cgroup_v2_allowing_16_of_64_cpus_and_200gb(
+    run_cli: Cli, make_host: Callable[..., Path], v4_flash: Path
+) -> None:
+    # 2 sockets x 16 cores, SMT: 64 CPUs; the container gets CPUs 0-15 (node 0) and 200 GB.
+    host = make_host(
+        sockets=2, cores_per_node=16, mem_bytes=512 * GB, cgroup_cpus="0-15",
+        cgroup_memory=200 * GB,
+    )  # fmt: skip
+    result = plan(run_cli, host, v4_flash, RTX5090)
+    assert result.code == 0, result.err
+    data = result.json
+    assert data["kt_numa_nodes"] == [0]
+    assert data["kt_cpuinfer"] == 13
+    assert data["host"]["cgroup_memory_limit"] == 200 * GB  # type: ignore[index]
+
+
+def test_cgroup_v1_with_siblings_counts_physical_cores_only(
+    run_cli: Cli, make_host: Callable[..., Path], v4_flash: Path
+) -> None:
+    # CPUs 0-7 and their siblings 32-39: 16 CPUs but 8 physical cores.
+    host = make_host(
+        sockets=2, cores_per_node=16, mem_bytes=512 * GB, cgroup="v1",
+        cgroup_cpus="0-7,32-39", cgroup_memory=200 * GB, cgroup_path="/docker/abc",
+    )  # fmt: skip
+    result = plan(run_cli, host, v4_flash, RTX5090)
+    assert result.code == 0, result.err
+    assert result.json["kt_cpuinfer"] == 5
+    assert result.json["host"]["cgroup_version"] == 1  # type: ignore[index]
+
+
+def test_cpuset_split_over_two_nodes_uses_both_with_equal_pools(
+    run_cli: Cli, make_host: Callable[..., Path], v4_flash: Path
+) -> None:
+    host = make_host(sockets=2, cores_per_node=16, mem_bytes=512 * GB, cgroup_cpus="8-23")
+    result = plan(run_cli, host, v4_flash, RTX5090)
+    assert result.code == 0, result.err
+    assert result.json["kt_numa_nodes"] == [0, 1]
+    assert result.json["threads_per_pool"] == [6, 6]
+
+
+def test_mtp_switch_adds_the_eagle_flags(
+    run_cli: Cli, make_host: Callable[..., Path], v4_flash: Path
+) -> None:
+    host = make_host(sockets=2, nodes_per_socket=2, cores_per_node=16)
+    result = plan(run_cli, host, v4_flash, RTX5090, extra=("--mtp",))
+    argv = result.json["argv"]
+    assert isinstance(argv, list)
+    joined = " ".join(argv)
+    assert "--speculative-algorithm EAGLE --speculative-num-steps 3" in joined
+    assert "--speculative-eagle-topk 1 --speculative-num-draft-tokens 4" in joined
