@@ -241,7 +241,9 @@ def _layer_tensors(prefix: str, spec: ModelSpec) -> list[tuple[str, str, list[in
     ]
     for proj in ("w1", "w2", "w3"):
         tensors.append(
-            _tensor(f"{prefix}.ffn.shared_experts.{proj}.weight", "F8_E4M3", [spec.inter, spec.hidden])
+            _tensor(
+                f"{prefix}.ffn.shared_experts.{proj}.weight", "F8_E4M3", [spec.inter, spec.hidden]
+            )
         )
     return tensors + _expert_tensors(prefix, spec)
 

@@ -1,0 +1,78 @@
+"""Time `kthybrid-serve plan` end to end in-process: host tree + V4-Flash headers -> plan.
+
+Builds the tutorial's host (2 sockets, 4 NUMA nodes, SMT, 256 GB, one RTX 5090) and a
+sparse DeepSeek-V4-Flash shaped checkpoint (46 shards, 66k tensor headers) in a
+temporary directory, then plans it repeatedly.
+
+    .venv/bin/python bench/plan.py            # writes bench/results/plan.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "docker" / "launcher"), str(REPO / "tests" / "launcher")]
+
+from launcher_fixtures import GB, HostSpec, ModelSpec, build_host, build_model  # noqa: E402
+
+from kthybrid_serve.settings import default_settings  # noqa: E402
+from kthybrid_serve.workflow import plan_and_validate  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--output", default=str(REPO / "bench" / "results" / "plan.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kthybrid-bench-") as tmp:
+        root = Path(tmp)
+        host = build_host(
+            root / "host",
+            HostSpec(sockets=2, nodes_per_socket=2, cores_per_node=16, mem_bytes=256 * GB),
+        )
+        model = build_model(root / "DeepSeek-V4-Flash", ModelSpec())
+        settings = default_settings(
+            host_root=str(host), model=str(model), gpu=["NVIDIA GeForce RTX 5090,32607MiB,12.0"]
+        )
+        timings = []
+        planned = None
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            planned = plan_and_validate(settings, {})
+            timings.append(time.perf_counter() - start)
+    assert planned is not None
+    result = {
+        "what": "read host tree + read V4-Flash safetensors headers + plan + checks, in-process",
+        "runs": args.runs,
+        "seconds_median": round(statistics.median(timings), 4),
+        "seconds_max": round(max(timings), 4),
+        "seconds_first": round(timings[0], 4),
+        "tensors_in_headers": 43 * 256 * 6 + 43 * 6 + 6 * 256 + 6 + 3,
+        "plan": {
+            "kt_cpuinfer": planned.plan.kt_cpuinfer,
+            "kt_threadpool_count": planned.plan.kt_threadpool_count,
+            "kt_num_gpu_experts": planned.plan.kt_num_gpu_experts,
+            "kt_method": planned.plan.kt_method,
+        },
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"planning took {result['seconds_median']} s median, {result['seconds_max']} s max "
+        f"over {args.runs} runs -> {args.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
