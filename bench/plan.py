@@ -21,10 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "docker" / "launcher"), str(REPO / "tests" / "launcher")]
 
-from launcher_fixtures import GB, HostSpec, ModelSpec, build_host, build_model  # noqa: E402
-
 from kthybrid_serve.settings import default_settings  # noqa: E402
 from kthybrid_serve.workflow import plan_and_validate  # noqa: E402
+from launcher_fixtures import GB, HostSpec, ModelSpec, build_host, build_model  # noqa: E402
 
 
 def main() -> int:

@@ -11,9 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from launcher_fixtures import HostSpec, ModelSpec, build_host, build_model  # noqa: E402
-
-from kthybrid_serve.cli import main  # noqa: E402
+from kthybrid_serve.cli import main
+from launcher_fixtures import HostSpec, ModelSpec, build_host, build_model
 
 RTX5090 = "NVIDIA GeForce RTX 5090,32607MiB,12.0"
 RTX4090 = "NVIDIA GeForce RTX 4090,24564MiB,8.9"

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import H200, RTX5090, Result
-from launcher_fixtures import AVX2_FLAGS, GB, ModelSpec, build_amx_weights, build_model
-
 from kthybrid_serve.host import Gpu, HostFacts
 from kthybrid_serve.targets import BUILTIN_TARGETS
 from kthybrid_serve.validate import check_driver
+from launcher_fixtures import AVX2_FLAGS, GB, ModelSpec, build_amx_weights, build_model
 
 Cli = Callable[..., Result]
 
