@@ -1,1 +1,1 @@
-"""kthybrid builder: the GPU-target matrix and pinned versions as data, rendered into Dockerfiles and built."""
+"""kthybrid builder: GPU targets and pinned versions as data, rendered into Dockerfiles, built."""

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import docker
 import docker.errors
 
+import docker
 from builder.errors import BuildError, DockerUnavailableError
 from builder.matrix import REPO_ROOT, Target, Versions
 from builder.render import check_rendered, dockerfile_path, render_dockerfile
@@ -28,7 +28,9 @@ from builder.render import check_rendered, dockerfile_path, render_dockerfile
 CONTEXT_DIR = REPO_ROOT / "docker"
 # What the Dockerfiles COPY from the context; nothing else is sent to the engine.
 CONTEXT_PATHS = ("lock", "scripts", "launcher", "targets.yaml")
-CONTEXT_EXCLUDE = re.compile(r"(^|/)(__pycache__|\.pytest_cache|\.mypy_cache|[^/]*\.egg-info|evidence|build)(/|$)")
+CONTEXT_EXCLUDE = re.compile(
+    r"(^|/)(__pycache__|\.pytest_cache|\.mypy_cache|[^/]*\.egg-info|evidence|build)(/|$)"
+)
 STAGES = ("cuda-toolchain", "python-stack", "launcher-wheel")
 HEARTBEAT_SECONDS = 30.0
 
@@ -79,6 +81,8 @@ def connect() -> docker.DockerClient:
 
 
 def _short(error: BaseException) -> str:
+    if isinstance(error, docker.errors.APIError) and error.explanation:
+        return str(error.explanation).strip()[:300]
     text = str(error).strip().splitlines()
     return text[-1][:200] if text else type(error).__name__
 
@@ -111,8 +115,8 @@ def resolve_base(client: docker.DockerClient, name: str, pull: bool, emit: Emit)
                 f"with `make offline-base` (debootstrap from the host's Debian mirror), or pass "
                 f"--base-image MIRROR/{name} for a registry mirror"
             )
-    labels = client.images.get(name).labels or {}
-    return labels.get("io.kthybrid.base.origin", "pulled from a registry")
+    labels: dict[str, str] = client.images.get(name).labels or {}
+    return str(labels.get("io.kthybrid.base.origin", "pulled from a registry"))
 
 
 def resolve_toolchain(
@@ -130,7 +134,10 @@ def resolve_toolchain(
 
 
 def context_tar(ca_bundle: Path | None, dockerfile: str, dockerfile_text: str) -> io.BytesIO:
-    """The build context: docker/'s copied paths, the Dockerfile, and build-secrets/ (build stage only)."""
+    """The build context: docker/'s copied paths, the Dockerfile, and build-secrets/.
+
+    build-secrets/ is only ever copied into build-only stages.
+    """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
 
@@ -174,11 +181,15 @@ def _git_revision() -> str:
     try:
         revision = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "docker", "builder"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -196,6 +207,7 @@ class _Progress:
         self.started = time.monotonic()
         self.step_started = self.started
         self.step = "starting"
+        self.last_report = self.started
         self.last_lines: deque[str] = deque(maxlen=20)
 
     def elapsed(self, since: float | None = None) -> str:
@@ -210,15 +222,17 @@ class _Progress:
             match = self.STEP.match(stripped)
             if match:
                 self.step = f"step {match.group(1)}/{match.group(2)}: {match.group(3)[:90]}"
-                self.step_started = time.monotonic()
+                self.step_started = self.last_report = time.monotonic()
                 self.emit(f"[{self.label} {self.elapsed()}] {self.step}")
             else:
                 self.last_lines.append(stripped)
 
     def heartbeat(self) -> None:
+        self.last_report = time.monotonic()
+        latest = f"; latest output: {self.last_lines[-1][:100]}" if self.last_lines else ""
         self.emit(
             f"[{self.label} {self.elapsed()}] still on {self.step} "
-            f"({self.elapsed(self.step_started)} in this step)"
+            f"({self.elapsed(self.step_started)} in this step{latest})"
         )
 
 
@@ -237,8 +251,10 @@ def _stream(chunks: Iterator[dict[str, Any]], progress: _Progress) -> str:
     threading.Thread(target=reader, daemon=True).start()
     image_id = ""
     while True:
+        # A heartbeat every HEARTBEAT_SECONDS without a new step, however chatty the step is.
+        wait = HEARTBEAT_SECONDS - (time.monotonic() - progress.last_report)
         try:
-            event = events.get(timeout=HEARTBEAT_SECONDS)
+            event = events.get(timeout=max(wait, 0.1))
         except queue.Empty:
             progress.heartbeat()
             continue

@@ -16,7 +16,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     versions = load_versions()
     from builder.build import image_tags
 
-    print(f"{'target':<7} {'cc':<5} {'validated':<9} {'moe (offload/prefill)':<30} {'sparse MLA':<10} image")
+    print(
+        f"{'target':<7} {'cc':<5} {'validated':<9} {'moe (offload/prefill)':<30} "
+        f"{'sparse MLA':<10} image"
+    )
     for target in targets.values():
         backends = f"{target.mxfp4_moe_backend}/{target.mxfp4_prefill_backend}"
         validated = "yes" if target.validated_upstream else "no"
@@ -75,7 +78,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="python -m builder",
-        description="Render, lock and build kthybrid images from builder/targets.yaml and builder/versions.yaml.",
+        description="Render, lock and build kthybrid images from builder/targets.yaml "
+        "and builder/versions.yaml.",
     )
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -93,7 +97,9 @@ def parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("build", help="build one target's image with the Docker engine")
     build.add_argument("--arch", required=True, help="target name, e.g. sm120 (see `list`)")
-    build.add_argument("--repository", default="kthybrid", help="image repository (default kthybrid)")
+    build.add_argument(
+        "--repository", default="kthybrid", help="image repository (default kthybrid)"
+    )
     build.add_argument("--base-image", help="run-time base image (default from versions.yaml)")
     build.add_argument(
         "--cuda-toolchain-image",
@@ -102,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--index-url", help="Python package index or mirror for the build")
     build.add_argument(
         "--ca-bundle",
-        help="PEM bundle the build's package downloads trust (default $PIP_CERT); never kept in the image",
+        help="PEM bundle the build's downloads trust (default $PIP_CERT); never kept in the image",
     )
     build.add_argument("--no-pull", action="store_true", help="never pull; use local images only")
     build.set_defaults(run=_cmd_build)

