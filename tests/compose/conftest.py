@@ -1,0 +1,98 @@
+"""Fixtures for the compose tests: Compose projects that always come down, a model dir, hugepages."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from compose_project import ComposeProject
+
+DEFAULT_IMAGE = "kthybrid:sm120"
+NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # tests/conftest.py may already define --image for every test group; reuse it then.
+    with contextlib.suppress(ValueError):
+        parser.addoption("--image", action="store", default=None, help="kthybrid image to test")
+
+
+@pytest.fixture(scope="session")
+def compose_image(request: pytest.FixtureRequest) -> str:
+    """The image the compose tests start; it must exist in the local engine."""
+    name = str(request.config.getoption("--image") or DEFAULT_IMAGE)
+    found = subprocess.run(["docker", "image", "inspect", name], capture_output=True, check=False)
+    if found.returncode != 0:
+        pytest.fail(f"image {name} not found: build it with `make image ARCH=sm120` or pass --image",
+                    pytrace=False)  # fmt: skip
+    return name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def docker_compose_v2() -> None:
+    result = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    if result.returncode != 0 or not result.stdout.strip().lstrip("v").startswith("2."):
+        pytest.fail("docker compose v2 is missing: run tools/install-compose.sh "
+                    "(and tools/docker-engine.sh for the engine)", pytrace=False)  # fmt: skip
+
+
+@pytest.fixture
+def compose(tmp_path: Path) -> Iterator[Callable[..., ComposeProject]]:
+    """Factory of Compose projects; each is taken down (containers and volumes) afterwards."""
+    projects: list[ComposeProject] = []
+
+    def make(**settings: str) -> ComposeProject:
+        project = ComposeProject(env_dir=tmp_path)
+        project.set(**{"MODELS_DIR": str(tmp_path), **settings})
+        projects.append(project)
+        return project
+
+    yield make
+    for project in projects:
+        project.down()
+
+
+@pytest.fixture
+def models_dir() -> Iterator[Path]:
+    """A host dir with a small DeepSeek-V4 shaped checkpoint (real headers, sparse data).
+
+    Not pytest's tmp_path: that is mode 0700 under root, and the image runs as uid 1000.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launcher"))
+    try:
+        from launcher_fixtures import ModelSpec, build_model
+    finally:
+        sys.path.pop(0)
+    root = Path(tempfile.mkdtemp(prefix="kthybrid-compose-models-"))
+    root.chmod(0o755)
+    spec = ModelSpec(layers=4, experts=16, hidden=1024, inter=512, shards=2)
+    build_model(root / "DeepSeek-V4-Flash", spec)
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def hugepages_reserved() -> Iterator[int]:
+    """64 pages of 2 MiB reserved on the host for the test; the old count is put back after."""
+    try:
+        old = NR_HUGEPAGES.read_text().strip()
+        NR_HUGEPAGES.write_text("64\n")
+    except OSError as error:
+        pytest.skip(f"cannot reserve hugepages here ({error.strerror}); needs root")
+    try:
+        total = int(NR_HUGEPAGES.read_text())
+        if total < 64:
+            pytest.skip(f"the kernel reserved only {total} of 64 hugepages")
+        yield total
+    finally:
+        NR_HUGEPAGES.write_text(f"{old}\n")
