@@ -1,0 +1,50 @@
+""".env.example documents every variable the compose files read, with their defaults."""
+
+from __future__ import annotations
+
+import re
+
+from compose_project import COMPOSE_DIR, env_example
+
+# ${NAME}, ${NAME:-default}, ${NAME:?message}
+_REFERENCE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::([-?])([^}]*))?\}")
+# Set by Compose itself from -p or the directory name.
+_FROM_COMPOSE = {"COMPOSE_PROJECT_NAME"}
+
+
+def _references() -> list[tuple[str, str | None]]:
+    found = []
+    for path in sorted(COMPOSE_DIR.glob("compose*.yaml")):
+        for match in _REFERENCE.finditer(path.read_text()):
+            default = match.group(3) if match.group(2) == "-" else None
+            found.append((match.group(1), default))
+    return found
+
+
+def test_every_variable_is_in_env_example() -> None:
+    documented = set(env_example())
+    missing = {name for name, _ in _references()} - documented - _FROM_COMPOSE
+    assert not missing, f"add these to compose/.env.example with a comment: {sorted(missing)}"
+
+
+def test_env_example_values_are_the_compose_defaults() -> None:
+    documented = env_example()
+    differ = {
+        name: (documented[name], default)
+        for name, default in _references()
+        if default is not None and name in documented and documented[name] != default
+    }
+    assert not differ, f".env.example value vs compose default: {differ}"
+
+
+def test_every_variable_has_a_comment() -> None:
+    lines = (COMPOSE_DIR / ".env.example").read_text().splitlines()
+    # A variable is documented by the comment block right above it or above its group.
+    uncommented = [
+        line.split("=")[0]
+        for index, line in enumerate(lines)
+        if "=" in line and not line.startswith("#") and not any(
+            lines[i].startswith("#") for i in range(max(0, index - 3), index)
+        )
+    ]
+    assert not uncommented, f"no comment near: {uncommented}"
