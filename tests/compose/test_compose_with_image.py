@@ -1,0 +1,100 @@
+"""The real image under Compose on a machine without GPUs: `up` and the launcher's `plan`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from compose_project import CI_MEMLOCK, ComposeProject
+
+Compose = Callable[..., ComposeProject]
+NO_GPU = "compose.yaml:compose.no-gpu.yaml"
+RTX_5090 = "NVIDIA GeForce RTX 5090,32GiB,12.0"
+
+
+@pytest.fixture(scope="session")
+def image_settings(compose_image: str) -> Iterator[dict[str, str]]:
+    """KTHYBRID_IMAGE_REPO and ARCH that name the image under test (via a throwaway tag)."""
+    arch = compose_image.rsplit(":", 1)[-1].rsplit("-", 1)[-1]
+    repo = "kthybrid-compose-test"
+    subprocess.run(["docker", "tag", compose_image, f"{repo}:{arch}"], check=True)
+    yield {"KTHYBRID_IMAGE_REPO": repo, "ARCH": arch}
+    subprocess.run(["docker", "rmi", f"{repo}:{arch}"], capture_output=True, check=False)
+
+
+@pytest.fixture
+def gpu_less(compose: Compose, image_settings: dict[str, str], models_dir: Path) -> ComposeProject:
+    return compose(
+        **image_settings, COMPOSE_FILE=NO_GPU, MODELS_DIR=str(models_dir),
+        MEMLOCK=CI_MEMLOCK, RESTART_POLICY="no", SHM_SIZE="12g",
+    )  # fmt: skip
+
+
+def _wait_exited(container: str, timeout: float = 180) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = json.loads(
+            subprocess.run(["docker", "inspect", "--format", "{{json .State}}", container],
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+        )
+        if state["Status"] == "exited":
+            return int(state["ExitCode"])
+        time.sleep(1)
+    raise AssertionError(f"container {container} still running after {timeout} s")
+
+
+def test_up_starts_the_server_and_preflight_says_no_gpu(gpu_less: ComposeProject) -> None:
+    gpu_less.run(["up", "--detach", "server"], timeout=300)
+    container = gpu_less.run(["ps", "--all", "--quiet", "server"]).stdout.strip()
+    assert container, "docker compose up created no server container"
+    exit_code = _wait_exited(container)
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    stderr_lines = logs.stderr.strip().splitlines()
+    assert exit_code != 0
+    assert len(stderr_lines) == 1, logs.stderr
+    assert "no NVIDIA GPU found" in stderr_lines[0]
+
+
+def _plan(project: ComposeProject, *args: str) -> str:
+    result = project.run(["run", "--rm", "--no-deps", "-T", "server", *args], timeout=300)
+    return result.stdout
+
+
+def test_plan_with_described_gpu_reads_the_real_host(gpu_less: ComposeProject) -> None:
+    plan = _plan(gpu_less, "plan", "--gpu", RTX_5090)
+    nodes = len(list(Path("/sys/devices/system/node").glob("node[0-9]*"))) or 1
+    assert f"numa:   {nodes} node(s)" in plan
+    assert "gpu 0:  NVIDIA GeForce RTX 5090, 32.0 GiB, cc 12.0" in plan
+
+
+def test_plan_sees_the_configured_shm(gpu_less: ComposeProject) -> None:
+    assert "/dev/shm 12.0 GiB" in _plan(gpu_less, "plan", "--gpu", RTX_5090)
+
+
+def test_doctor_sees_the_configured_memlock(gpu_less: ComposeProject) -> None:
+    checks = json.loads(_plan(gpu_less, "doctor", "--json", "--gpu", RTX_5090))
+    memlock = next(c for c in checks if c["name"] == "memlock")
+    assert f"limited to {int(CI_MEMLOCK) // 1024} KiB" in memlock["message"]
+
+
+def test_plan_sees_hugepages_reserved_on_the_host(
+    gpu_less: ComposeProject, hugepages_reserved: int
+) -> None:
+    gpu_less.set(COMPOSE_FILE=f"{NO_GPU}:compose.hugepages.yaml")
+    plan = _plan(gpu_less, "plan", "--gpu", RTX_5090)
+    reserved_gib = hugepages_reserved * 2 * 1024**2 / 1024**3
+    assert f"hugepages {reserved_gib:.1f} GiB" in plan
+
+
+def test_hugepages_layer_mounts_hugetlbfs(gpu_less: ComposeProject, hugepages_reserved: int) -> None:
+    gpu_less.set(COMPOSE_FILE=f"{NO_GPU}:compose.hugepages.yaml")
+    result = gpu_less.run(
+        ["run", "--rm", "--no-deps", "-T", "--entrypoint", "grep", "server", "hugetlbfs",
+         "/proc/mounts"], timeout=300,
+    )  # fmt: skip
+    assert " /dev/hugepages hugetlbfs " in result.stdout
