@@ -16,7 +16,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--arch",
         action="store",
         default=None,
-        help="target the image was built for (default: read from the image's io.kthybrid.target label)",
+        help="target the image was built for (default: its io.kthybrid.target label)",
     )
 
 
@@ -25,5 +25,7 @@ def image_name(request: pytest.FixtureRequest) -> str:
     """The image under test; a test that needs one fails with a clear message when none is given."""
     name = request.config.getoption("--image")
     if not name:
-        pytest.fail("no image given: pass --image kthybrid:<target> (make test does)", pytrace=False)
+        pytest.fail(
+            "no image given: pass --image kthybrid:<target> (make test does)", pytrace=False
+        )
     return str(name)
