@@ -67,9 +67,14 @@ class ComposeProject:
     ) -> subprocess.CompletedProcess[str]:
         argv = ["docker", "compose", "--env-file", str(self.env_file), "-p", self.name, *args]
         result = subprocess.run(
-            argv, cwd=COMPOSE_DIR, env=_clean_environ(), capture_output=True, text=True,
-            timeout=timeout, check=False,
-        )  # fmt: skip
+            argv,
+            cwd=COMPOSE_DIR,
+            env=_clean_environ(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and result.returncode != 0:
             raise AssertionError(
                 f"{' '.join(argv)} exited {result.returncode}\n"
@@ -83,8 +88,10 @@ class ComposeProject:
         return loaded
 
     def down(self) -> None:
-        self.run(["--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "5"],
-                 check=False)  # fmt: skip
+        self.run(
+            ["--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "5"],
+            check=False,
+        )
 
 
 def labels_filter(project: ComposeProject) -> Mapping[str, str]:

@@ -1,4 +1,4 @@
-"""Fixtures for the compose tests: Compose projects that always come down, a model dir, hugepages."""
+"""Fixtures for compose tests: projects that always come down, a model dir, hugepages."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from compose_project import ComposeProject
 
 DEFAULT_IMAGE = "kthybrid:sm120"
@@ -30,18 +29,24 @@ def compose_image(request: pytest.FixtureRequest) -> str:
     name = str(request.config.getoption("--image") or DEFAULT_IMAGE)
     found = subprocess.run(["docker", "image", "inspect", name], capture_output=True, check=False)
     if found.returncode != 0:
-        pytest.fail(f"image {name} not found: build it with `make image ARCH=sm120` or pass --image",
-                    pytrace=False)  # fmt: skip
+        pytest.fail(
+            f"image {name} not found: build it with `make image ARCH=sm120` or pass --image",
+            pytrace=False,
+        )
     return name
 
 
 @pytest.fixture(scope="session", autouse=True)
 def docker_compose_v2() -> None:
-    result = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True,
-                            text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        ["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0 or not result.stdout.strip().lstrip("v").startswith("2."):
-        pytest.fail("docker compose v2 is missing: run tools/install-compose.sh "
-                    "(and tools/docker-engine.sh for the engine)", pytrace=False)  # fmt: skip
+        pytest.fail(
+            "docker compose v2 is missing: run tools/install-compose.sh "
+            "(and tools/docker-engine.sh for the engine)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture
@@ -68,7 +73,7 @@ def models_dir() -> Iterator[Path]:
     """
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launcher"))
     try:
-        from launcher_fixtures import ModelSpec, build_model
+        from launcher_fixtures import ModelSpec, build_model  # type: ignore[import-not-found]
     finally:
         sys.path.pop(0)
     root = Path(tempfile.mkdtemp(prefix="kthybrid-compose-models-"))
@@ -83,7 +88,7 @@ def models_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def hugepages_reserved() -> Iterator[int]:
-    """64 pages of 2 MiB reserved on the host for the test; the old count is put back after."""
+    """Up to 64 pages of 2 MiB reserved on the host (the count the kernel managed); restored after."""
     try:
         old = NR_HUGEPAGES.read_text().strip()
         NR_HUGEPAGES.write_text("64\n")
@@ -91,8 +96,8 @@ def hugepages_reserved() -> Iterator[int]:
         pytest.skip(f"cannot reserve hugepages here ({error.strerror}); needs root")
     try:
         total = int(NR_HUGEPAGES.read_text())
-        if total < 64:
-            pytest.skip(f"the kernel reserved only {total} of 64 hugepages")
+        if total == 0:
+            pytest.skip("the kernel reserved no hugepages (memory too fragmented)")
         yield total
     finally:
         NR_HUGEPAGES.write_text(f"{old}\n")

@@ -17,7 +17,7 @@ Compose = Callable[..., ComposeProject]
         ("ARCH", "", "ARCH is not set"),
         ("MODELS_DIR", "", "MODELS_DIR is not set"),
         ("SHM_SIZE", "lots", "shm_size' invalid size: 'lots'"),
-        ("MEMLOCK", "unlimited", 'memlock: failed to cast to expected type: strconv.Atoi: parsing "unlimited"'),
+        ("MEMLOCK", "unlimited", 'strconv.Atoi: parsing "unlimited"'),
         ("GPU_COUNT", "two", "the only value allowed is 'all' or a number"),
         ("STOP_GRACE_PERIOD", "soon", 'invalid duration "soon"'),
         ("HEALTH_START_PERIOD", "long", 'invalid duration "long"'),

@@ -46,3 +46,23 @@ def test_mtp_profile_replaces_the_server(compose: Compose) -> None:
     project = compose()
     listed = project.run(["--profile", "mtp", "config", "--services"]).stdout.split()
     assert listed == ["server-mtp"]
+
+
+def test_compose_files_pass_yamllint() -> None:
+    import subprocess
+    import sys
+
+    from compose_project import COMPOSE_DIR
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yamllint",
+            "--strict",
+            "-c",
+            str(COMPOSE_DIR / ".yamllint"),
+            str(COMPOSE_DIR),
+        ],
+        check=True,
+    )

@@ -43,8 +43,8 @@ def test_every_variable_has_a_comment() -> None:
     uncommented = [
         line.split("=")[0]
         for index, line in enumerate(lines)
-        if "=" in line and not line.startswith("#") and not any(
-            lines[i].startswith("#") for i in range(max(0, index - 3), index)
-        )
+        if "=" in line
+        and not line.startswith("#")
+        and not any(lines[i].startswith("#") for i in range(max(0, index - 3), index))
     ]
     assert not uncommented, f"no comment near: {uncommented}"

@@ -29,17 +29,25 @@ def image_settings(compose_image: str) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def gpu_less(compose: Compose, image_settings: dict[str, str], models_dir: Path) -> ComposeProject:
     return compose(
-        **image_settings, COMPOSE_FILE=NO_GPU, MODELS_DIR=str(models_dir),
-        MEMLOCK=CI_MEMLOCK, RESTART_POLICY="no", SHM_SIZE="12g",
-    )  # fmt: skip
+        **image_settings,
+        COMPOSE_FILE=NO_GPU,
+        MODELS_DIR=str(models_dir),
+        MEMLOCK=CI_MEMLOCK,
+        RESTART_POLICY="no",
+        SHM_SIZE="12g",
+    )
 
 
 def _wait_exited(container: str, timeout: float = 180) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = json.loads(
-            subprocess.run(["docker", "inspect", "--format", "{{json .State}}", container],
-                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+            subprocess.run(
+                ["docker", "inspect", "--format", "{{json .State}}", container],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
         )
         if state["Status"] == "exited":
             return int(state["ExitCode"])
@@ -52,8 +60,7 @@ def test_up_starts_the_server_and_preflight_says_no_gpu(gpu_less: ComposeProject
     container = gpu_less.run(["ps", "--all", "--quiet", "server"]).stdout.strip()
     assert container, "docker compose up created no server container"
     exit_code = _wait_exited(container)
-    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True,
-                          check=True)  # fmt: skip
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=True)
     stderr_lines = logs.stderr.strip().splitlines()
     assert exit_code != 0
     assert len(stderr_lines) == 1, logs.stderr
@@ -91,10 +98,22 @@ def test_plan_sees_hugepages_reserved_on_the_host(
     assert f"hugepages {reserved_gib:.1f} GiB" in plan
 
 
-def test_hugepages_layer_mounts_hugetlbfs(gpu_less: ComposeProject, hugepages_reserved: int) -> None:
+def test_hugepages_layer_mounts_hugetlbfs(
+    gpu_less: ComposeProject, hugepages_reserved: int
+) -> None:
     gpu_less.set(COMPOSE_FILE=f"{NO_GPU}:compose.hugepages.yaml")
     result = gpu_less.run(
-        ["run", "--rm", "--no-deps", "-T", "--entrypoint", "grep", "server", "hugetlbfs",
-         "/proc/mounts"], timeout=300,
-    )  # fmt: skip
+        [
+            "run",
+            "--rm",
+            "--no-deps",
+            "-T",
+            "--entrypoint",
+            "grep",
+            "server",
+            "hugetlbfs",
+            "/proc/mounts",
+        ],
+        timeout=300,
+    )
     assert " /dev/hugepages hugetlbfs " in result.stdout

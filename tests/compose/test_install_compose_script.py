@@ -25,6 +25,7 @@ def test_second_run_changes_nothing() -> None:
 
 
 def test_docker_compose_answers_as_v2() -> None:
-    version = subprocess.run(["docker", "compose", "version", "--short"], check=True,
-                             capture_output=True, text=True).stdout  # fmt: skip
+    version = subprocess.run(
+        ["docker", "compose", "version", "--short"], check=True, capture_output=True, text=True
+    ).stdout
     assert version.strip().lstrip("v").startswith("2.40.")
