@@ -88,7 +88,7 @@ def models_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def hugepages_reserved() -> Iterator[int]:
-    """Up to 64 pages of 2 MiB reserved on the host (the count the kernel managed); restored after."""
+    """Up to 64 pages of 2 MiB reserved on the host (as many as the kernel gave); restored after."""
     try:
         old = NR_HUGEPAGES.read_text().strip()
         NR_HUGEPAGES.write_text("64\n")
