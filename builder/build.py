@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import docker
 import docker.errors
 
-import docker
 from builder.errors import BuildError, DockerUnavailableError
 from builder.matrix import REPO_ROOT, Target, Versions
 from builder.render import check_rendered, dockerfile_path, render_dockerfile
@@ -47,6 +47,7 @@ class BuildOptions:
     index_url: str | None = None
     ca_bundle: Path | None = None
     pull: bool = True
+    no_cache: bool = False
 
 
 @dataclass
@@ -342,6 +343,7 @@ def build_image(
             network_mode="host",
             rm=True,
             forcerm=True,
+            nocache=options.no_cache,
             decode=True,
             pull=False,
         )

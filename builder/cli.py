@@ -67,6 +67,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         index_url=args.index_url,
         ca_bundle=Path(ca) if ca else None,
         pull=not args.no_pull,
+        no_cache=args.no_cache,
     )
     result = build_image(target, load_versions(), options)
     print(f"built {result.image_id[:19]} as {', '.join(result.tags)}")
@@ -111,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
         help="PEM bundle the build's downloads trust (default $PIP_CERT); never kept in the image",
     )
     build.add_argument("--no-pull", action="store_true", help="never pull; use local images only")
+    build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     build.set_defaults(run=_cmd_build)
     return main
 
