@@ -1,4 +1,4 @@
-"""Benchmark: time to validate and render every target; prints figures, writes bench/results/render.json."""
+"""Benchmark: time to validate and render every target; writes bench/results/render.json."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def main() -> None:
         files = render_all(load_targets(), load_versions())
         timings.append(time.perf_counter() - started)
     result = {
-        "what": "load + schema-validate targets.yaml and versions.yaml, render every generated file",
+        "what": "load + schema-validate both data files, render every generated file",
         "targets": len(load_targets()),
         "files": len(files),
         "runs": len(timings),
