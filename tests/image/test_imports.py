@@ -26,7 +26,6 @@ NOT_ON_THE_V4_PATH = {
     [
         "sglang.srt.server_args",
         "sglang.srt.configs.deepseek_v4",
-        "sglang.srt.configs.model_config",
         "kt_kernel",
         "flashinfer",
         "tilelang",
