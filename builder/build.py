@@ -117,7 +117,9 @@ def resolve_base(client: docker.DockerClient, name: str, pull: bool, emit: Emit)
                 f"--base-image MIRROR/{name} for a registry mirror"
             )
     labels: dict[str, str] = client.images.get(name).labels or {}
-    return str(labels.get("io.kthybrid.base.origin", "pulled from a registry"))
+    return str(
+        labels.get("io.kthybrid.base.origin", "from a registry, or made without kthybrid's label")
+    )
 
 
 def resolve_toolchain(
@@ -201,6 +203,8 @@ class _Progress:
     """Turns the engine's stream into step lines, heartbeats, and the last lines for errors."""
 
     STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+    # The classic builder's own bookkeeping, not output of the step.
+    NOISE = re.compile(r"^( ---> |Removing intermediate container |Successfully (built|tagged) )")
 
     def __init__(self, emit: Emit, label: str) -> None:
         self.emit = emit
@@ -225,7 +229,7 @@ class _Progress:
                 self.step = f"step {match.group(1)}/{match.group(2)}: {match.group(3)[:90]}"
                 self.step_started = self.last_report = time.monotonic()
                 self.emit(f"[{self.label} {self.elapsed()}] {self.step}")
-            else:
+            elif not self.NOISE.match(stripped):
                 self.last_lines.append(stripped)
 
     def heartbeat(self) -> None:

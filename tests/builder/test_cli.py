@@ -1,0 +1,115 @@
+"""The builder's command line: one line and exit code 1 for every error, never a traceback."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+
+from builder.matrix import REPO_ROOT
+
+
+def run_builder(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "builder", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("builder: error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0]
+    return errors[0]
+
+
+def test_list_names_every_target_and_its_image_tag() -> None:
+    result = run_builder("list")
+    assert result.returncode == 0
+    for name in ("sm89", "sm90", "sm100", "sm120"):
+        assert f"kthybrid:0.7.2-cu128-{name}" in result.stdout
+
+
+def test_render_check_passes_on_the_committed_tree() -> None:
+    result = run_builder("render", "--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_arch_lists_the_valid_ones() -> None:
+    result = run_builder("build", "--arch", "sm70")
+    assert_one_line_error(result, "unknown ARCH 'sm70'", "sm89, sm90, sm100, sm120")
+
+
+def test_no_docker_daemon_says_how_to_start_one() -> None:
+    env = {"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PATH": "/usr/bin:/bin"}
+    result = run_builder("build", "--arch", "sm120", env=env)
+    assert_one_line_error(result, "no Docker engine answers", "make engine")
+
+
+@pytest.fixture(scope="module")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        pytest.fail(f"no Docker engine answers ({error}): run `make engine`", pytrace=False)
+    return client
+
+
+def test_base_that_cannot_be_pulled_says_how_to_use_a_local_or_mirrored_one(
+    docker_client: docker.DockerClient,
+) -> None:
+    result = run_builder(
+        "build", "--arch", "sm120", "--base-image", "kthybrid-test-missing:base", "--no-pull"
+    )
+    assert_one_line_error(result, "cannot be pulled", "make offline-base", "--base-image")
+
+
+@pytest.fixture
+def base_without_a_shell(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A real, empty image: any RUN step of a build on it fails."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("etc/empty")
+        tar.addfile(info, io.BytesIO(b""))
+    name = "kthybrid-test-empty:base"
+    docker_client.api.import_image_from_data(
+        buffer.getvalue(), repository=name.split(":")[0], tag="base"
+    )
+    try:
+        yield name
+    finally:
+        docker_client.images.remove(name, force=True)
+
+
+def test_failed_build_step_shows_the_step_and_its_last_lines(base_without_a_shell: str) -> None:
+    result = run_builder(
+        "build",
+        "--arch",
+        "sm120",
+        "--base-image",
+        base_without_a_shell,
+        "--cuda-toolchain-image",
+        "none",
+        "--no-pull",
+        "--repository",
+        "kthybrid-test-failed",
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "build failed at step" in result.stderr
+    assert "collect-cuda-toolchain.sh" in result.stderr
