@@ -94,6 +94,6 @@ bench: venv ## Benchmarks: render and plan times, image size and build times (wr
 
 .PHONY: clean
 clean: ## Remove containers left by tests, dangling images and build leftovers (keeps cached layers)
-	-docker ps -aq --filter label=io.kthybrid.test | xargs -r docker rm -f
+	-docker ps -aq --filter label=io.kthybrid.test | xargs -r docker rm -f -v
 	-docker image prune -f
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

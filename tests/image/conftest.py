@@ -102,7 +102,7 @@ def run_in_image(docker_client: docker.DockerClient, image: docker.models.images
             stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
             return RunResult(int(status["StatusCode"]), stdout, stderr)
         finally:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
 
     return run
 
@@ -137,7 +137,7 @@ def idle_container(
     try:
         yield container
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 @pytest.fixture(scope="module")

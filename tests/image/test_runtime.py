@@ -54,7 +54,7 @@ def test_entrypoint_without_a_gpu_exits_with_one_line(
         status = container.wait(timeout=120)
         stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert status["StatusCode"] != 0
     assert len(lines) == 1, lines
