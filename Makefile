@@ -92,6 +92,11 @@ bench: venv ## Benchmarks: render and plan times, image size and build times (wr
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/image.py --arch $(ARCH)
 
+.PHONY: clean-images
+clean-images: ## Remove kthybrid images and cached build stages (the next build starts from scratch)
+	-docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^$(REPOSITORY)(-stage)?:' | xargs -r docker rmi -f
+	-docker image prune -f
+
 .PHONY: clean
 clean: ## Remove containers left by tests, dangling images and build leftovers (keeps cached layers)
 	-docker ps -aq --filter label=io.kthybrid.test | xargs -r docker rm -f -v

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.build import BuildOptions, build_image, connect
+from builder.errors import BuilderError
 from builder.matrix import REPO_ROOT, load_targets, load_versions
 
 RESULTS = Path(__file__).parent / "results"
@@ -118,4 +119,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BuilderError as error:
+        raise SystemExit(f"bench/image.py: error: {error}") from None

@@ -6,6 +6,7 @@ import io
 import os
 import queue
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -33,6 +34,9 @@ CONTEXT_EXCLUDE = re.compile(
 )
 STAGES = ("cuda-toolchain", "python-stack", "launcher-wheel")
 HEARTBEAT_SECONDS = 30.0
+# A build holds the Python stack twice while it runs (the build-only stage and the image's
+# copy of /opt/venv), about 11 GB each, plus the apt layers.
+DISK_NEEDED_BYTES = 25 * 10**9
 
 Emit = Callable[[str], None]
 
@@ -86,6 +90,29 @@ def _short(error: BaseException) -> str:
         return str(error.explanation).strip()[:300]
     text = str(error).strip().splitlines()
     return text[-1][:200] if text else type(error).__name__
+
+
+def check_disk(client: docker.DockerClient, repository: str, emit: Emit) -> None:
+    """Refuse to start a build that would run out of disk halfway, when the engine is local."""
+    root = str(client.info().get("DockerRootDir") or "/var/lib/docker")
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        emit(f"cannot read free space of {root} (remote engine?); not checked")
+        return
+    if free >= DISK_NEEDED_BYTES:
+        return
+    if _have_image(client, f"{repository}-stage:python-stack"):
+        emit(
+            f"WARNING: {free / 1e9:.1f} GB free under {root}: enough while the cached stages "
+            f"serve, not for a rebuild of the Python stack (about {DISK_NEEDED_BYTES / 1e9:.0f} GB)"
+        )
+        return
+    raise BuildError(
+        f"only {free / 1e9:.1f} GB free under {root}; a build from scratch needs about "
+        f"{DISK_NEEDED_BYTES / 1e9:.0f} GB: free space (`make clean-images` removes kthybrid's "
+        f"images and cached stages, `docker system df` shows what else is there)"
+    )
 
 
 def _have_image(client: docker.DockerClient, name: str) -> bool:
@@ -294,6 +321,7 @@ def build_image(
 
     check_rendered([RenderedFile(dockerfile, rendered)])
     client = connect()
+    check_disk(client, options.repository, say)
     base = options.base_image or versions.base_image
     base_origin = resolve_base(client, base, options.pull, say)
     say(f"run-time base: {base} ({base_origin})")
