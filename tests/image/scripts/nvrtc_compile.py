@@ -1,7 +1,8 @@
 """Compiles a small CUDA kernel to a cubin for one GPU architecture with NVRTC, with no GPU.
 
 Proves that the image's CUDA user space (NVRTC from torch's CUDA wheels) can build code for
-the image's target. Usage: python nvrtc_compile.py sm_120a. Prints one JSON object.
+the image's target. Usage: python nvrtc_compile.py sm_120a [CUBIN_OUT]. Prints one JSON object;
+with CUBIN_OUT, also writes the cubin there (tests/gpu/run_cubin.py runs it on a real GPU).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def main() -> int:
     cubin = ctypes.create_string_buffer(size.value)
     check(lib, lib.nvrtcGetCUBIN(program, cubin))
     is_elf = cubin.raw[:4] == b"\x7fELF"
+    if len(sys.argv) > 2:
+        with open(sys.argv[2], "wb") as out:
+            out.write(cubin.raw[: size.value])
     result = {
         "ok": is_elf and size.value > 0,
         "nvrtc": f"{major.value}.{minor.value}",
