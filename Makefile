@@ -13,6 +13,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Tests and scripts find the dev tools (shellcheck, hadolint, helm) the project installs.
+export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 
 .PHONY: help
 help: ## Show this help
