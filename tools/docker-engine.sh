@@ -18,7 +18,8 @@ if ! command -v dockerd >/dev/null 2>&1; then
     log "installing Debian's docker.io and debootstrap"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends docker.io debootstrap ca-certificates >/dev/null
+    # With recommends, as seen working on these machines (apparmor, cgroupfs-mount, xz-utils...).
+    apt-get install -y -qq docker.io debootstrap ca-certificates >/dev/null
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
