@@ -72,7 +72,7 @@ lint: venv ## ruff, mypy --strict, hadolint, shellcheck, yamllint, and the gener
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint --config .hadolint.yaml docker/*/Dockerfile
-	$(BIN)/shellcheck tools/*.sh docker/base/*.sh docker/scripts/*.sh .ci/run
+	$(BIN)/shellcheck -x tools/*.sh tools/lib/*.sh docker/base/*.sh docker/scripts/*.sh .ci/run
 	$(BIN)/yamllint --strict .
 	$(BIN)/python -m builder render --check
 

