@@ -78,7 +78,7 @@ lint: venv ## ruff, mypy --strict, hadolint, shellcheck, yamllint, and the gener
 
 .PHONY: test-unit
 test-unit: venv ## Tests that need no Docker engine: builder, launcher
-	$(BIN)/pytest tests/builder tests/launcher $(PYTEST_ARGS)
+	$(BIN)/pytest tests/builder tests/launcher -m "not docker" $(PYTEST_ARGS)
 
 .PHONY: test
 test: lint tools image ## Everything: lint, then all tests against the image of ARCH (builds it first)
@@ -87,6 +87,9 @@ test: lint tools image ## Everything: lint, then all tests against the image of 
 .PHONY: test-image
 test-image: venv ## Image checks only, against an image that is already built
 	$(BIN)/pytest tests/image --image $(IMAGE) $(PYTEST_ARGS)
+
+test/%: venv ## One test group against IMAGE: make test/helm, test/compose, test/launcher ...
+	$(BIN)/pytest tests/$* --image $(IMAGE) $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: venv ## Benchmarks: render and plan times, image size and build times (writes bench/results/)

@@ -70,6 +70,7 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
+@pytest.mark.docker
 def test_base_that_cannot_be_pulled_says_how_to_use_a_local_or_mirrored_one(
     docker_client: docker.DockerClient,
 ) -> None:
@@ -96,6 +97,7 @@ def base_without_a_shell(docker_client: docker.DockerClient) -> Iterator[str]:
         docker_client.images.remove(name, force=True)
 
 
+@pytest.mark.docker
 def test_failed_build_step_shows_the_step_and_its_last_lines(base_without_a_shell: str) -> None:
     result = run_builder(
         "build",
