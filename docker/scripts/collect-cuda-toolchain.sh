@@ -18,7 +18,9 @@ for tool in nvcc nvcc.profile ptxas fatbinary nvlink cudafe++ bin2c cuobjdump nv
     if [ -e "$src/bin/$tool" ]; then cp -a "$src/bin/$tool" "$dest/bin/"; fi
 done
 cp -a "$src/bin/crt" "$dest/bin/"
-cp -a "$src/nvvm/bin" "$src/nvvm/lib64" "$src/nvvm/libdevice" "$dest/nvvm/"
+# NVVM (cicc, libnvvm, libdevice): whatever this toolkit's layout has, without the samples.
+cp -a "$src/nvvm/." "$dest/nvvm/"
+rm -rf "$dest/nvvm/libnvvm-samples"
 # Headers: CUDA runtime, CCCL (CUB/Thrust/libcu++), and the math/fp8 headers kernels include.
 cp -aL "$src/include" "$dest/include"
 for lib in libcudart_static.a libcudadevrt.a stubs "$src"/lib64/libcudart.so*; do
