@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from builder.build import BuildOptions, build_image, connect
+from builder.cli import default_ca_bundle
 from builder.errors import BuilderError
 from builder.matrix import REPO_ROOT, load_targets, load_versions
 
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--no-compressed", action="store_true", help="skip the compressed size")
     args = parser.parse_args()
     # The same CA bundle as `make image` (the CLI's default), so the cached layers match.
-    ca = os.environ.get("PIP_CERT")
+    ca = default_ca_bundle()
     common: dict[str, Any] = {"ca_bundle": Path(ca) if ca else None}
     result: dict[str, Any] = {
         "arch": args.arch,

@@ -54,12 +54,25 @@ def _cmd_lock(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_ca_bundle() -> str | None:
+    """The CA bundle this host's own downloads trust, so the build trusts the same.
+
+    It goes to build-only stages; the image keeps Debian's bundle.
+    """
+    for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        value = os.environ.get(name)
+        if value and os.path.isfile(value):
+            return value
+    system = "/etc/ssl/certs/ca-certificates.crt"
+    return system if os.path.isfile(system) else None
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from builder.build import BuildOptions, build_image
 
     targets = load_targets()
     target = select_target(targets, args.arch)
-    ca = args.ca_bundle or os.environ.get("PIP_CERT") or None
+    ca = args.ca_bundle or default_ca_bundle()
     options = BuildOptions(
         repository=args.repository,
         base_image=args.base_image,
@@ -109,7 +122,8 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--index-url", help="Python package index or mirror for the build")
     build.add_argument(
         "--ca-bundle",
-        help="PEM bundle the build's downloads trust (default $PIP_CERT); never kept in the image",
+        help="PEM bundle the build's downloads trust (default: $PIP_CERT, $SSL_CERT_FILE, "
+        "$REQUESTS_CA_BUNDLE or the host's system bundle); never kept in the image",
     )
     build.add_argument("--no-pull", action="store_true", help="never pull; use local images only")
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
