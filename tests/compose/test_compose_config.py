@@ -61,7 +61,7 @@ def test_compose_files_pass_yamllint() -> None:
             "yamllint",
             "--strict",
             "-c",
-            str(COMPOSE_DIR / ".yamllint"),
+            str(COMPOSE_DIR.parent / ".yamllint.yaml"),
             str(COMPOSE_DIR),
         ],
         check=True,

@@ -6,42 +6,20 @@ a non-root user); its docstring says what it computes and why its tolerance is w
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-SCRIPT_DIR = Path(__file__).parent / "scripts"
 SCRIPT = "kt_kernel_moe_forward.py"
 
 
-def _host_flags() -> set[str]:
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].lower().split())
-    return set()
-
-
 @pytest.fixture(scope="module")
-def moe_check(run_in_image: Any) -> dict[str, Any]:
+def moe_check(run_script: Any) -> dict[str, Any]:
     """The JSON object the script printed (its exit code is judged by the tests' facts)."""
-    result = run_in_image(
-        ["python", f"/checks/{SCRIPT}"],
-        volumes={str(SCRIPT_DIR): {"bind": "/checks", "mode": "ro"}},
-        timeout=300,
-    )
-    for line in reversed(result.stdout.strip().splitlines()):
-        if line.startswith("{"):
-            report: dict[str, Any] = json.loads(line)
-            report["exit_code"] = result.exit_code
-            return report
-    pytest.fail(
-        f"{SCRIPT} printed no JSON (exit {result.exit_code}); "
-        f"stdout={result.stdout!r} stderr={result.stderr[-4000:]!r}",
-        pytrace=False,
-    )
+    result = run_script(SCRIPT, timeout=300)
+    report: dict[str, Any] = result.json()
+    report["exit_code"] = result.exit_code
+    return report
 
 
 def test_kt_kernel_picks_the_cpu_variant_the_host_flags_call_for(
@@ -53,7 +31,7 @@ def test_kt_kernel_picks_the_cpu_variant_the_host_flags_call_for(
 
 
 def test_kt_kernel_never_picks_amx_on_a_host_without_amx(moe_check: dict[str, Any]) -> None:
-    amx_flags = sorted(flag for flag in _host_flags() if flag.startswith("amx"))
+    amx_flags = sorted(flag for flag in moe_check["flags"] if flag.startswith("amx"))
     if amx_flags:
         pytest.skip(f"this host has AMX ({', '.join(amx_flags)})")
     assert moe_check["cpu_variant"] != "amx", moe_check
