@@ -24,7 +24,7 @@ import docker.errors
 
 from builder.errors import BuildError, DockerUnavailableError
 from builder.matrix import REPO_ROOT, Target, Versions
-from builder.render import check_rendered, dockerfile_path, render_dockerfile
+from builder.render import RenderedFile, check_rendered, dockerfile_path, render_dockerfile
 
 CONTEXT_DIR = REPO_ROOT / "docker"
 # What the Dockerfiles COPY from the context; nothing else is sent to the engine.
@@ -317,8 +317,6 @@ def build_image(
     say: Emit = emit or (lambda text: print(text, file=sys.stderr, flush=True))
     dockerfile = dockerfile_path(target)
     rendered = render_dockerfile(target, versions)
-    from builder.render import RenderedFile
-
     check_rendered([RenderedFile(dockerfile, rendered)])
     client = connect()
     check_disk(client, options.repository, say)

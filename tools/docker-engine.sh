@@ -15,11 +15,11 @@ if ! command -v dockerd >/dev/null 2>&1; then
         log "no Docker engine here and not root: install Docker (https://docs.docker.com/engine/install/) and start it, then re-run"
         exit 1
     fi
-    log "installing Debian's docker.io and debootstrap"
+    log "installing Debian's docker.io"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     # With recommends, as seen working on these machines (apparmor, cgroupfs-mount, xz-utils...).
-    apt-get install -y -qq docker.io debootstrap ca-certificates >/dev/null
+    apt-get install -y -qq docker.io ca-certificates >/dev/null
 fi
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -8,11 +8,13 @@ prints one JSON object. Usage: python sgl_kernel_assemble.py sm100|sm90
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
 import json
 import sys
 import types
+from importlib import metadata
 from pathlib import Path
 
 
@@ -54,12 +56,8 @@ def main() -> int:
         # SM90's ops ship inside a wheel (ktransformers); check them against that wheel's RECORD.
         root = Path(package.__path__[0])
         path = root / "sm90" / "common_ops.abi3.so"
-        from importlib import metadata
-
         record = {str(f): f.hash.value for f in metadata.files("ktransformers") or [] if f.hash}
         expected_b64 = record.get("sgl_kernel/sm90/common_ops.abi3.so")
-        import base64
-
         actual_b64 = (
             base64.urlsafe_b64encode(bytes.fromhex(sha256(path))).rstrip(b"=").decode()
             if path.exists()
