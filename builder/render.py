@@ -49,14 +49,19 @@ def render_dockerfile(target: Target, versions: Versions) -> str:
 
 
 def _image_targets_yaml(targets: dict[str, Target]) -> str:
-    """What the launcher in the image reads: compute capability and products per target."""
+    """What the launcher in the image reads (kthybrid_serve.targets), in builder/targets.yaml's
+    shape: a `targets:` mapping with the fields the launcher uses."""
     data = {
-        name: {
-            "compute_capability": t.compute_capability,
-            "min_driver": t.min_driver,
-            "gpu_products": list(t.gpu_products),
+        "targets": {
+            name: {
+                "compute_capability": t.compute_capability,
+                "torch_cuda_arch_list": t.torch_cuda_arch_list,
+                "flashinfer_cuda_arch_list": t.flashinfer_cuda_arch_list,
+                "min_driver": t.min_driver,
+                "gpu_products": list(t.gpu_products),
+            }
+            for name, t in targets.items()
         }
-        for name, t in targets.items()
     }
     return f"# {GENERATED_NOTE}\n" + yaml.safe_dump(data, sort_keys=True, allow_unicode=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import docker.models.images
 
 from builder.matrix import Target, load_versions
@@ -75,3 +77,13 @@ def test_both_tags_point_at_the_image(image: docker.models.images.Image, target:
     version = load_versions().version_of("sglang-kt")
     assert f"kthybrid:{version}-cu128-{target.name}" in image.tags
     assert f"kthybrid:{target.name}" in image.tags
+
+
+def test_launcher_reads_the_targets_file_the_image_ships(run_in_image: Any) -> None:
+    script = (
+        "from kthybrid_serve.targets import load_targets; "
+        "targets, source = load_targets(); print(source, sorted(t.name for t in targets))"
+    )
+    result = run_in_image(["python", "-c", script])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.split()[0] == "/etc/kthybrid/targets.yaml"
