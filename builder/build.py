@@ -28,7 +28,7 @@ from builder.render import RenderedFile, check_rendered, dockerfile_path, render
 
 CONTEXT_DIR = REPO_ROOT / "docker"
 # What the Dockerfiles COPY from the context; nothing else is sent to the engine.
-CONTEXT_PATHS = ("lock", "scripts", "launcher", "targets.yaml")
+CONTEXT_PATHS = ("lock", "scripts", "launcher")
 CONTEXT_EXCLUDE = re.compile(
     r"(^|/)(__pycache__|\.pytest_cache|\.mypy_cache|[^/]*\.egg-info|evidence|build)(/|$)"
 )

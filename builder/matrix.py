@@ -38,6 +38,31 @@ class Target:
     min_driver: str
     gpu_products: tuple[str, ...]
 
+    @property
+    def backends(self) -> dict[str, str]:
+        """The sglang-kt backends this target's DeepSeek-V4 path runs, by role."""
+        return {
+            "mxfp4_moe": self.mxfp4_moe_backend,
+            "mxfp4_prefill": self.mxfp4_prefill_backend,
+            "nsa": self.nsa_backend,
+            "nsa_indexer": self.nsa_indexer,
+        }
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a backend, or a model type's own code, needs at run time beyond the packages."""
+
+    why: str
+    nvcc: bool = False
+    python_module: str | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeNeeds:
+    backends: dict[str, Needs]
+    model_types: dict[str, Needs]
+
 
 @dataclass(frozen=True)
 class Requirement:
@@ -131,6 +156,25 @@ def load_targets(path: Path = TARGETS_FILE) -> dict[str, Target]:
         seen_cc[target.compute_capability] = name
         targets[name] = target
     return targets
+
+
+def load_runtime_needs(
+    path: Path = TARGETS_FILE, targets: dict[str, Target] | None = None
+) -> RuntimeNeeds:
+    """The `backends` and `model_types` sections; every backend a target names must be there."""
+    data = _load_validated(path, PACKAGE_DIR / "targets.schema.json")
+    needs = RuntimeNeeds(
+        backends={name: Needs(**fields) for name, fields in data["backends"].items()},
+        model_types={name: Needs(**fields) for name, fields in data["model_types"].items()},
+    )
+    for target in (targets or load_targets(path)).values():
+        for backend in target.backends.values():
+            if backend not in needs.backends:
+                raise MatrixError(
+                    f"{path}: target {target.name!r} names backend {backend!r}, which the "
+                    "backends section does not declare: add what it needs there"
+                )
+    return needs
 
 
 def select_target(targets: dict[str, Target], name: str) -> Target:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kthybrid_serve.cgroup import CgroupLimits
 from kthybrid_serve.host import Cpu, Gpu, HostFacts, NumaNode
 from kthybrid_serve.model import CpuWeights, ModelFacts
 from kthybrid_serve.plan import make_plan
 from kthybrid_serve.settings import default_settings
-from kthybrid_serve.targets import BUILTIN_TARGETS
+from kthybrid_serve.targets import load_target_data
 
 GIB = 1024**3
 MODEL = ModelFacts(
@@ -51,8 +52,8 @@ def hosts(draw: st.DrawFn) -> HostFacts:
     gpus = tuple(Gpu(i, "GPU", gpu_mem, (9, 0), source="flag") for i in range(gpu_count))
     return HostFacts(
         root="/", cpus=tuple(cpus), nodes=numa, allowed_cpus=frozenset(allowed),
-        mem_total_bytes=1024 * GIB, mem_available_bytes=1000 * GIB, cgroup_version=2,
-        cgroup_memory_limit=None, shm_bytes=16 * GIB, memlock_bytes=None,
+        mem_total_bytes=1024 * GIB, mem_available_bytes=1000 * GIB, cgroup=CgroupLimits(2),
+        shm_bytes=16 * GIB, memlock_bytes=None,
         isa_flags=frozenset({"avx2", "avx512f", "avx512bw", "avx512_bf16"}), cpu_model="x",
         gpus=gpus, gpu_source="flag",
     )  # fmt: skip
@@ -63,12 +64,17 @@ def hosts(draw: st.DrawFn) -> HostFacts:
 def test_plans_respect_cores_pools_and_gpu_budget(host: HostFacts, mtp: bool, context: int) -> None:
     config = default_settings(mtp=mtp, context_length=context)
     try:
-        plan = make_plan(host, MODEL, WEIGHTS, config, BUILTIN_TARGETS, {})
+        plan = make_plan(host, MODEL, WEIGHTS, config, load_target_data(), {})
     except Exception as error:  # only a GPU too small for weights + KV may refuse
         assert type(error).__name__ == "GpuMemoryError", error
         return
     cores = host.physical_cores_by_node()
+    if plan.gpu_only:  # every expert fits: no CPU side at all
+        assert plan.kt_cpuinfer is None and "--kt-cpuinfer" not in plan.argv
+        assert plan.kt_num_gpu_experts == MODEL.routed_experts
+        return
     # Threads never exceed allowed physical cores, per pool and in total.
+    assert plan.kt_cpuinfer is not None
     assert sum(plan.threads_per_pool) == plan.kt_cpuinfer
     assert plan.kt_cpuinfer <= host.allowed_physical_cores
     for node, threads in zip(plan.kt_numa_nodes, plan.threads_per_pool, strict=True):
@@ -82,17 +88,20 @@ def test_plans_respect_cores_pools_and_gpu_budget(host: HostFacts, mtp: bool, co
     assert 0 <= plan.kt_num_gpu_experts <= MODEL.routed_experts
     assert plan.kt_num_gpu_experts * per_gpu <= left
     # Deterministic: the same facts give the same plan.
-    assert make_plan(host, MODEL, WEIGHTS, config, BUILTIN_TARGETS, {}) == plan
+    assert make_plan(host, MODEL, WEIGHTS, config, load_target_data(), {}) == plan
 
 
 @settings(max_examples=100, deadline=None)
 @given(host=hosts())
 def test_argv_carries_the_planned_kt_flags(host: HostFacts) -> None:
     try:
-        plan = make_plan(host, MODEL, WEIGHTS, default_settings(), BUILTIN_TARGETS, {})
+        plan = make_plan(host, MODEL, WEIGHTS, default_settings(), load_target_data(), {})
     except Exception:
         return
     argv = list(plan.argv)
+    if plan.gpu_only:
+        assert not any(a.startswith("--kt-") for a in argv)
+        return
     assert argv[argv.index("--kt-cpuinfer") + 1] == str(plan.kt_cpuinfer)
     assert argv[argv.index("--kt-threadpool-count") + 1] == str(plan.kt_threadpool_count)
     assert argv[argv.index("--kt-num-gpu-experts") + 1] == str(plan.kt_num_gpu_experts)

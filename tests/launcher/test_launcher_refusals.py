@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from conftest import H200, RTX5090, Result
+from kthybrid_serve.cgroup import CgroupLimits
 from kthybrid_serve.host import Gpu, HostFacts
-from kthybrid_serve.targets import BUILTIN_TARGETS
+from kthybrid_serve.targets import load_target_data
 from kthybrid_serve.validate import check_driver
 from launcher_fixtures import AVX2_FLAGS, GB, ModelSpec, build_amx_weights, build_model
 
@@ -30,6 +31,12 @@ def refused(result: Result, code: int, *words: str) -> None:
 @pytest.fixture
 def tutorial_host(make_host: Callable[..., Path]) -> Path:
     return make_host(sockets=2, nodes_per_socket=2, cores_per_node=16, mem_bytes=256 * GB)
+
+
+@pytest.fixture
+def cpu_model(tmp_path: Path) -> Path:
+    """V4-Flash's experts (137 GiB) do not fit on one GPU: some stay on the CPU."""
+    return build_model(tmp_path / "cpu-moe", ModelSpec(shards=3, nextn=0))
 
 
 @pytest.fixture
@@ -65,28 +72,17 @@ def test_sm120_image_on_h200_names_the_sm90_image(
 def test_old_driver_is_refused() -> None:
     gpu = Gpu(0, "NVIDIA H200", 141 * GB, (9, 0), "550.54.15", 12040)
     facts = HostFacts(
-        "/",
-        (),
-        (),
-        frozenset({0}),
-        GB,
-        GB,
-        None,
-        None,
-        GB,
-        None,
-        frozenset(),
-        "cpu",
-        (gpu,),
-        "nvml",
-    )
-    check = check_driver(facts, BUILTIN_TARGETS)
+        root="/", cpus=(), nodes=(), allowed_cpus=frozenset({0}), mem_total_bytes=GB,
+        mem_available_bytes=GB, cgroup=CgroupLimits(), shm_bytes=GB, memlock_bytes=None,
+        isa_flags=frozenset(), cpu_model="cpu", gpus=(gpu,), gpu_source="nvml",
+    )  # fmt: skip
+    check = check_driver(facts, load_target_data())
     assert check.error is not None and check.error.exit_code == 12
     assert "550.54.15" in check.message and "12.8" in check.message
     newer = replace(
         facts, gpus=(replace(gpu, driver_version="580.159.04", cuda_driver_version=13000),)
     )
-    assert check_driver(newer, BUILTIN_TARGETS).status == "ok"
+    assert check_driver(newer, load_target_data()).status == "ok"
 
 
 def test_too_little_ram_says_needed_and_found(
@@ -102,27 +98,27 @@ def test_cgroup_limit_below_the_experts_is_refused(
 ) -> None:
     host = make_host(cores_per_node=16, mem_bytes=512 * GB, cgroup_memory=100 * GB)
     result = run_cli("plan", "--host-root", str(host), "--model", str(v4_flash), "--gpu", RTX5090)
-    refused(result, 14, "cgroup allows 93.1 GiB")
+    refused(result, 14, "cgroup memory limit allows 93.1 GiB", "hostMemory.limitGi")
 
 
 def test_amxint4_weights_on_a_cpu_without_amx_name_the_method_that_works(
-    run_cli: Cli, make_host: Callable[..., Path], small_model: Path, tmp_path: Path
+    run_cli: Cli, make_host: Callable[..., Path], cpu_model: Path, tmp_path: Path
 ) -> None:
     host = make_host(cores_per_node=8, flags=AVX2_FLAGS)
-    weights = build_amx_weights(tmp_path / "amx", layers=4, numa=1)
+    weights = build_amx_weights(tmp_path / "amx", layers=43, numa=1)
     result = run_cli(
-        "plan", "--host-root", str(host), "--model", str(small_model), "--gpu", RTX5090,
+        "plan", "--host-root", str(host), "--model", str(cpu_model), "--gpu", RTX5090,
         "--kt-weight-path", str(weights),
     )  # fmt: skip
     refused(result, 15, "AMX", "--kt-method MXFP4")
 
 
 def test_amx_weights_converted_for_four_nodes_set_four_pools(
-    run_cli: Cli, tutorial_host: Path, small_model: Path, tmp_path: Path
+    run_cli: Cli, tutorial_host: Path, cpu_model: Path, tmp_path: Path
 ) -> None:
-    weights = build_amx_weights(tmp_path / "amx", layers=4, numa=4)
+    weights = build_amx_weights(tmp_path / "amx", layers=43, numa=4)
     result = run_cli(
-        "plan", "--host-root", str(tutorial_host), "--model", str(small_model), "--gpu", RTX5090,
+        "plan", "--host-root", str(tutorial_host), "--model", str(cpu_model), "--gpu", RTX5090,
         "--kt-weight-path", str(weights), "--json",
     )  # fmt: skip
     assert result.code == 0, result.err
@@ -158,32 +154,32 @@ def test_truncated_shard_is_named(run_cli: Cli, tutorial_host: Path, small_model
 
 
 def test_hugepages_required_but_not_reserved(
-    run_cli: Cli, tutorial_host: Path, small_model: Path, monkeypatch: pytest.MonkeyPatch
+    run_cli: Cli, tutorial_host: Path, cpu_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KTHYBRID_HUGEPAGES", "true")
     result = run_cli(
-        "plan", "--host-root", str(tutorial_host), "--model", str(small_model), "--gpu", H200
+        "plan", "--host-root", str(tutorial_host), "--model", str(cpu_model), "--gpu", H200
     )
     refused(result, 18, "none are reserved")
 
 
 def test_two_pools_on_a_one_node_host_are_refused(
-    run_cli: Cli, make_host: Callable[..., Path], small_model: Path
+    run_cli: Cli, make_host: Callable[..., Path], cpu_model: Path
 ) -> None:
     host = make_host(cores_per_node=16)
     result = run_cli(
-        "plan", "--host-root", str(host), "--model", str(small_model), "--gpu", H200,
+        "plan", "--host-root", str(host), "--model", str(cpu_model), "--gpu", H200,
         "--kt-threadpool-count", "2",
     )  # fmt: skip
     refused(result, 20, "1 NUMA node")
 
 
 def test_cpuinfer_on_hyperthreads_is_refused(
-    run_cli: Cli, make_host: Callable[..., Path], small_model: Path
+    run_cli: Cli, make_host: Callable[..., Path], cpu_model: Path
 ) -> None:
     host = make_host(cores_per_node=16)
     result = run_cli(
-        "plan", "--host-root", str(host), "--model", str(small_model), "--gpu", H200,
+        "plan", "--host-root", str(host), "--model", str(cpu_model), "--gpu", H200,
         "--kt-cpuinfer", "32",
     )  # fmt: skip
     refused(result, 20, "16 allowed physical cores")

@@ -6,86 +6,95 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from kthybrid_serve import __version__
-from kthybrid_serve.errors import LauncherError
+from kthybrid_serve.errors import LauncherError, UsageError
 from kthybrid_serve.external import chat_argv, convert_argv, find_convert_script
-from kthybrid_serve.host import parse_gpu_spec
-from kthybrid_serve.report import checks_json, plan_json, render_checks, render_plan
-from kthybrid_serve.settings import OPTIONS, Option, Settings, resolve_settings
+from kthybrid_serve.report import (
+    checks_json,
+    error_json,
+    helm_values_yaml,
+    plan_json,
+    render_checks,
+    render_plan,
+)
+from kthybrid_serve.settings import OPTIONS, Option, Settings, Value, resolve_settings
 from kthybrid_serve.validate import check_numactl
 from kthybrid_serve.workflow import doctor, plan_and_validate, prepare_conversion
 
-COMMANDS = ("serve", "plan", "doctor", "convert", "chat")
+COMMANDS = {
+    "serve": "print the plan, check it, then exec the server (the default)",
+    "plan": "print the plan with a reason for each value",
+    "doctor": "run every check and report each",
+    "convert": "convert the MXFP4 experts to AMXINT4 with kt-kernel's converter",
+    "chat": "chat with the running server from the terminal",
+}
 
 
-def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from error
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing usage and exiting."""
 
-    return convert
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see kthybrid-serve {self.prog.split()[-1]} --help)")
 
 
 def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
-    help_text = f"{option.help} [env {option.env}; default {option.default!r}]"
-    if option.kind == "bool":
-        parser.add_argument(
-            option.flag, dest=option.dest, action=argparse.BooleanOptionalAction,
-            default=None, help=help_text,
-        )  # fmt: skip
-    elif option.dest == "gpu":
-        parser.add_argument(
-            option.flag, dest=option.dest, action="append", default=None,
-            type=_argparse_type(lambda s: (parse_gpu_spec(s, 0), s)[1]),
-            metavar=option.metavar, help=help_text,
-        )  # fmt: skip
-    elif option.kind == "list":
-        parser.add_argument(
-            option.flag, dest=option.dest, nargs="+", default=None,
-            type=_argparse_type(option.parse), help=help_text,
-        )  # fmt: skip
+    help_text = f"{option.spec.help} [env {option.env}; default {option.shown_default or '-'}]"
+    if option.spec.kind == "bool":
+        parser.add_argument(option.flag, dest=option.dest, default=None,
+                            action=argparse.BooleanOptionalAction, help=help_text)  # fmt: skip
+    elif option.spec.kind == "list":
+        # Raw words, joined and parsed once below, so that checks span every word.
+        action = "append" if option.dest == "gpu" else "extend"
+        nargs = None if option.dest == "gpu" else "+"
+        parser.add_argument(option.flag, dest=option.dest, default=None, action=action,
+                            nargs=nargs, metavar=option.spec.metavar, help=help_text)  # fmt: skip
     else:
-        parser.add_argument(
-            option.flag, dest=option.dest, default=None,
-            type=_argparse_type(option.parse), help=help_text,
-        )  # fmt: skip
+        parser.add_argument(option.flag, dest=option.dest, default=None,
+                            metavar=option.spec.metavar, help=help_text)  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def build_parser() -> Parser:
+    common = Parser(add_help=False)
     for option in OPTIONS:
         _add_option(common, option)
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kthybrid-serve",
         description="Plan, check and start a CPU-GPU hybrid sglang-kt server. Every --option "
         "can also be set as KTHYBRID_OPTION; a flag beats the variable.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    helps = {
-        "serve": "print the plan, check it, then exec the server (the default)",
-        "plan": "print the plan with a reason for each value",
-        "doctor": "run every check and report each",
-        "convert": "convert the MXFP4 experts to AMXINT4 with kt-kernel's converter",
-        "chat": "open `kt chat` against the server",
-    }
-    for name in COMMANDS:
-        command = sub.add_parser(name, parents=[common], help=helps[name], description=helps[name])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, help_text in COMMANDS.items():
+        command = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         if name in {"plan", "doctor"}:
             command.add_argument("--json", action="store_true", help="print JSON")
+        if name == "plan":
+            command.add_argument(
+                "--helm-values",
+                action="store_true",
+                help="print the chart's hostMemory values for this plan",
+            )
     return parser
 
 
-def _flatten(values: dict[str, Any]) -> dict[str, Any]:
-    # `--kt-numa-nodes 0,1 2` arrives as [[0, 1], [2]].
-    for dest in ("kt_numa_nodes", "cuda_graph_bs"):
-        if values.get(dest) is not None:
-            values[dest] = [item for group in values[dest] for item in group]
+def _parsed_options(args: argparse.Namespace) -> dict[str, Value]:
+    """Flag values parsed with their option's parser; lists joined and parsed as one."""
+    values: dict[str, Value] = {}
+    for option in OPTIONS:
+        raw = getattr(args, option.dest, None)
+        if raw is None:
+            continue
+        if isinstance(raw, bool):
+            values[option.dest] = raw
+            continue
+        text = (";" if option.dest == "gpu" else ",").join(raw) if isinstance(raw, list) else raw
+        try:
+            values[option.dest] = option.spec.parse(text)
+        except ValueError as error:
+            raise UsageError(f"{option.flag} {text[:60]!r}: {error}") from None
     return values
 
 
@@ -97,9 +106,11 @@ def _exec(argv: Sequence[str], env: Mapping[str, str]) -> int:
     return 0  # not reached
 
 
-def run_plan(settings: Settings, as_json: bool) -> int:
+def run_plan(settings: Settings, as_json: bool, helm: bool) -> int:
     planned = plan_and_validate(settings, os.environ)
-    if as_json:
+    if helm:
+        print(helm_values_yaml(planned.plan))
+    elif as_json:
         print(json.dumps(plan_json(planned.plan, planned.host, planned.model), indent=2))
     else:
         print(render_plan(planned.plan, planned.host, planned.model))
@@ -123,13 +134,13 @@ def run_doctor(settings: Settings, as_json: bool) -> int:
         print(json.dumps(checks_json(checks), indent=2))
     else:
         print(render_checks(checks))
-    failed = [c for c in checks if c.error is not None]
-    return failed[0].error.exit_code if failed and failed[0].error else 0
+    failed = [c.error for c in checks if c.error is not None]
+    return failed[0].exit_code if failed else 0
 
 
 def run_convert(settings: Settings) -> int:
     model, threads, pools = prepare_conversion(settings, os.environ)
-    output = str(settings.get("output") or f"{model.path.rstrip('/')}-AMXINT4")
+    output = settings.output or f"{model.path.rstrip('/')}-AMXINT4"
     argv = convert_argv(find_convert_script(os.environ), model.path, output, threads, pools)
     print("converting:", " ".join(argv), flush=True)
     print(
@@ -140,30 +151,48 @@ def run_convert(settings: Settings) -> int:
     return _exec(argv, os.environ)
 
 
+def run_chat(settings: Settings) -> int:
+    if settings.api_key_file is not None:
+        from kthybrid_serve.chat import chat_loop
+
+        return chat_loop(settings.host, settings.port, settings.api_key_file)
+    return _exec(chat_argv(settings.host, settings.port), os.environ)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    settings = resolve_settings(_parsed_options(args), os.environ)
+    if args.command == "plan":
+        return run_plan(settings, bool(args.json), bool(args.helm_values))
+    if args.command == "doctor":
+        return run_doctor(settings, bool(args.json))
+    if args.command == "convert":
+        return run_convert(settings)
+    if args.command == "chat":
+        return run_chat(settings)
+    return run_serve(settings)
+
+
+def _one_line(message: str) -> str:
+    """Hostile input can put newlines into a message: escape every control character."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def _refuse(code: int, message: str, as_json: bool) -> int:
+    message = _one_line(message)
+    if as_json:
+        print(json.dumps(error_json(code, message)))
+    print(f"kthybrid-serve: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or args_list[0] not in {*COMMANDS, "-h", "--help", "--version"}:
         args_list.insert(0, "serve")
-    parser = build_parser()
-    args = parser.parse_args(args_list)
+    as_json = "--json" in args_list
     try:
-        settings = resolve_settings(_flatten(vars(args)), os.environ)
-    except ValueError as error:
-        parser.error(str(error))
-    try:
-        if args.command == "plan":
-            return run_plan(settings, bool(args.json))
-        if args.command == "doctor":
-            return run_doctor(settings, bool(args.json))
-        if args.command == "convert":
-            return run_convert(settings)
-        if args.command == "chat":
-            chat = chat_argv(str(settings.get("host")), int(settings.get("port")))
-            return _exec(chat, os.environ)
-        return run_serve(settings)
+        return _dispatch(build_parser().parse_args(args_list))
     except LauncherError as error:
-        print(f"kthybrid-serve: error: {error.message}", file=sys.stderr)
-        return error.exit_code
+        return _refuse(error.exit_code, error.message, as_json)
     except OSError as error:
-        print(f"kthybrid-serve: error: {error}; check the paths and permissions", file=sys.stderr)
-        return 1
+        return _refuse(1, f"{error}; check the paths and permissions", as_json)

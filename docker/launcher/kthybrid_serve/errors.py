@@ -13,6 +13,12 @@ class LauncherError(Exception):
         self.message = message
 
 
+class UsageError(LauncherError):
+    """A bad flag or KTHYBRID_* value (argparse uses the same code)."""
+
+    exit_code = 2
+
+
 class NoGpuError(LauncherError):
     exit_code = 10
 
@@ -73,7 +79,14 @@ class GpuCountError(LauncherError):
     exit_code = 24
 
 
+class MissingKernelError(LauncherError):
+    """A GPU path the plan needs imports a package the image lacks (Hopper's flash_mla)."""
+
+    exit_code = 25
+
+
 ALL_ERRORS: tuple[type[LauncherError], ...] = (
+    UsageError,
     NoGpuError,
     ArchMismatchError,
     DriverTooOldError,
@@ -89,4 +102,5 @@ ALL_ERRORS: tuple[type[LauncherError], ...] = (
     HostReadError,
     MissingToolError,
     GpuCountError,
+    MissingKernelError,
 )

@@ -9,14 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kthybrid_serve.errors import ModelIncompleteError, WeightFormatError
+from kthybrid_serve.hostfs import read_regular
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 # Headers are JSON and rarely above a few MB; a bigger value means a corrupt file.
-MAX_HEADER_BYTES = 256 * 1024**2
+MAX_HEADER_BYTES = 100 * 1024**2
+MAX_CONFIG_BYTES = 4 * 1024**2
+MAX_INDEX_BYTES = 64 * 1024**2
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ROUTED = re.compile(r"(?:^|\.)experts\.")
-_LAYER = re.compile(r"(?:^|\.)layers\.([0-9]+)\.")
+_LAYER = re.compile(r"(?:^|\.)layers\.([0-9]{1,9})\.")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class TensorInfo:
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
+    end: int = 0  # where its data ends in the shard's data region
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class ModelFacts:
     mtp_other_bytes: int  # everything else of the MTP layers
     other_bytes: int  # non-expert weights of the main model (GPU resident)
     routed_format: str
+    revision: str | None = None  # the commit `hf download` recorded, when it did
 
     @property
     def bytes_per_expert(self) -> int:
@@ -79,62 +85,135 @@ class ModelFacts:
         return self.routed_bytes // (self.moe_layers * self.routed_experts)
 
 
+def _read(path: Path, limit: int, what: str, offset: int = 0, part: bool = False) -> bytes:
+    try:
+        raw = read_regular(path, limit, offset, part)
+    except ValueError as error:
+        raise ModelIncompleteError(f"{path} {error}; the {what} must be a regular file") from None
+    if raw is None:
+        raise ModelIncompleteError(f"{path} does not exist; the {what} is missing")
+    return raw
+
+
+def _tensor_info(path: Path, name: str, entry: object) -> TensorInfo:
+    """One header entry, checked: dtype, shape of naturals, two ordered non-negative offsets."""
+    bad = f"{path} has a corrupt safetensors header (tensor {name[:80]!r})"
+    if not isinstance(entry, dict):
+        raise ModelIncompleteError(f"{bad}: entry is not an object")
+    offsets, shape, dtype = entry.get("data_offsets"), entry.get("shape"), entry.get("dtype")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_natural(o) for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise ModelIncompleteError(f"{bad}: data_offsets must be two ordered whole numbers >= 0")
+    if not isinstance(shape, list) or not all(_natural(d) for d in shape) or len(shape) > 8:
+        raise ModelIncompleteError(f"{bad}: shape must be a list of whole numbers >= 0")
+    if not isinstance(dtype, str) or not re.fullmatch(r"[A-Z0-9_]{1,16}", dtype):
+        raise ModelIncompleteError(f"{bad}: dtype must be a name such as BF16")
+    return TensorInfo(name, dtype, tuple(shape), offsets[1] - offsets[0], offsets[1])
+
+
+def _natural(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
+
+
 def read_safetensors_header(path: Path) -> ShardHeader:
     """Only the header of a .safetensors file: 8-byte little-endian length, then JSON."""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(8)
-            if len(raw) != 8:
-                raise ModelIncompleteError(f"{path} is truncated (no safetensors header)")
-            (length,) = struct.unpack("<Q", raw)
-            if length > MAX_HEADER_BYTES:
-                raise ModelIncompleteError(f"{path} has a corrupt safetensors header")
-            header_bytes = handle.read(length)
-    except OSError as error:
-        raise ModelIncompleteError(f"cannot read {path}: {error.strerror}") from error
+    raw = _read(path, 8, "safetensors shard", part=True)
+    if len(raw) != 8:
+        raise ModelIncompleteError(f"{path} is truncated (no safetensors header)")
+    (length,) = struct.unpack("<Q", raw)
+    if length > MAX_HEADER_BYTES:
+        raise ModelIncompleteError(f"{path} has a corrupt safetensors header (length {length})")
+    header_bytes = _read(path, length, "safetensors shard", offset=8, part=True)
     if len(header_bytes) != length:
         raise ModelIncompleteError(f"{path} is truncated inside its safetensors header")
     try:
         header = json.loads(header_bytes)
-    except json.JSONDecodeError as error:
-        raise ModelIncompleteError(f"{path} has a corrupt safetensors header") from error
-    tensors = []
-    end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        start, stop = entry["data_offsets"]
-        end = max(end, int(stop))
-        tensors.append(
-            TensorInfo(
-                name=name,
-                dtype=str(entry["dtype"]),
-                shape=tuple(int(d) for d in entry["shape"]),
-                nbytes=int(stop) - int(start),
-            )
-        )
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ModelIncompleteError(f"{path} has a corrupt safetensors header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise ModelIncompleteError(f"{path} has a corrupt safetensors header (not an object)")
+    tensors = [_tensor_info(path, str(k), v) for k, v in header.items() if k != "__metadata__"]
+    end = max((t.end for t in tensors), default=0)
     return ShardHeader(file=path.name, tensors=tuple(tensors), required_size=8 + length + end)
+
+
+# Each config field the plan reads, with the range a real checkpoint can have.
+CONFIG_RANGES: dict[str, tuple[int, int]] = {
+    "num_hidden_layers": (1, 4096),
+    "n_layers": (1, 4096),
+    "n_routed_experts": (0, 65536),
+    "num_experts": (0, 65536),
+    "num_local_experts": (0, 65536),
+    "first_k_dense_replace": (0, 4096),
+    "moe_layer_freq": (1, 4096),
+    "num_experts_per_tok": (0, 65536),
+    "moe_k": (0, 65536),
+    "hidden_size": (1, 1 << 20),
+    "moe_intermediate_size": (0, 1 << 20),
+    "num_nextn_predict_layers": (0, 64),
+    "head_dim": (0, 1 << 16),
+    "num_attention_heads": (1, 1 << 16),
+    "num_key_value_heads": (1, 1 << 16),
+    "kv_lora_rank": (0, 1 << 16),
+    "qk_rope_head_dim": (0, 1 << 16),
+}
 
 
 def _config_int(config: dict[str, object], *names: str, default: int = 0) -> int:
     for name in names:
         value = config.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if value is None:
+            continue
+        low, high = CONFIG_RANGES[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ModelIncompleteError(
+                f"config.json: {name}={str(value)[:40]} is not a whole number from {low} to "
+                f"{high}; the config is corrupt or not a model's"
+            )
+        return value
     return default
+
+
+def _load_json(path: Path, limit: int, what: str) -> object:
+    raw = _read(path, limit, what)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ModelIncompleteError(f"{path} is not UTF-8 text; download it again") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ModelIncompleteError(f"{path} is not valid JSON ({error}); download it again") from (
+            None
+        )
+
+
+def _shard_name(model_dir: Path, value: object, index: Path) -> str:
+    """A weight_map entry: a file name that stays inside the model directory."""
+    if not isinstance(value, str) or not value or _CONTROL.search(value):
+        raise ModelIncompleteError(f"{index}: weight_map values must be shard file names")
+    if value.startswith("/") or ".." in Path(value).parts:
+        raise ModelIncompleteError(
+            f"{index}: shard {value[:80]!r} points outside the model directory; "
+            "the index is corrupt or hostile"
+        )
+    return value
 
 
 def _shard_files(model_dir: Path) -> list[str]:
     index = model_dir / INDEX_NAME
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+    if index.exists():
+        loaded = _load_json(index, MAX_INDEX_BYTES, "safetensors index")
+        weight_map = loaded.get("weight_map") if isinstance(loaded, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
             raise ModelIncompleteError(
-                f"{index} is not a valid safetensors index (no weight_map); download it again"
-            ) from error
-        return sorted(set(weight_map.values()))
-    if (model_dir / SINGLE_NAME).is_file():
+                f"{index} is not a valid safetensors index (no weight_map object); download it "
+                "again"
+            )
+        return sorted({_shard_name(model_dir, v, index) for v in weight_map.values()})
+    if (model_dir / SINGLE_NAME).exists():
         return [SINGLE_NAME]
     raise ModelIncompleteError(
         f"{model_dir} has neither {INDEX_NAME} nor {SINGLE_NAME}; "
@@ -193,19 +272,17 @@ def read_model(path: str) -> ModelFacts:
             f"model directory {path} does not exist; mount the model there or set KTHYBRID_MODEL"
         )
     config_path = model_dir / "config.json"
-    if not config_path.is_file():
+    if not config_path.exists():
         raise ModelIncompleteError(f"model directory {path} has no config.json")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ModelIncompleteError(f"{config_path} is not valid JSON: {error}") from error
+    config = _load_json(config_path, MAX_CONFIG_BYTES, "config.json")
     if not isinstance(config, dict):
         raise ModelIncompleteError(f"{config_path} is not a JSON object")
     num_layers = _config_int(config, "num_hidden_layers", "n_layers")
     routed = _config_int(config, "n_routed_experts", "num_experts", "num_local_experts")
     first_dense = _config_int(config, "first_k_dense_replace")
     freq = max(1, _config_int(config, "moe_layer_freq", default=1))
-    moe_layers = len([i for i in range(first_dense, num_layers) if (i - first_dense) % freq == 0])
+    # Layers first_dense, first_dense + freq, ... below num_layers (arithmetic, not a list).
+    moe_layers = max(0, (num_layers - first_dense + freq - 1) // freq)
     if routed == 0:
         moe_layers = 0
     quant = config.get("quantization_config")
@@ -264,7 +341,31 @@ def read_model(path: str) -> ModelFacts:
         mtp_other_bytes=mtp_other,
         other_bytes=other,
         routed_format=_routed_format(routed_tensors),
+        revision=read_revision(model_dir),
     )
+
+
+def read_revision(model_dir: Path) -> str | None:
+    """The commit `hf download --local-dir` recorded for the files (None when not recorded).
+
+    huggingface_hub keeps `.cache/huggingface/download/<file>.metadata` beside a local-dir
+    download: the commit hash on the first line. Mixed commits are reported as such.
+    """
+    meta_dir = model_dir / ".cache" / "huggingface" / "download"
+    if not meta_dir.is_dir():
+        return None
+    commits: set[str] = set()
+    for meta in sorted(meta_dir.glob("*.metadata"))[:4096]:
+        try:
+            raw = read_regular(meta, 4096)
+        except ValueError:
+            continue
+        first = (raw or b"").split(b"\n", 1)[0].decode("ascii", errors="replace").strip()
+        if re.fullmatch(r"[0-9a-f]{40}", first):
+            commits.add(first)
+    if not commits:
+        return None
+    return commits.pop() if len(commits) == 1 else "mixed: " + ", ".join(sorted(commits)[:3])
 
 
 def read_cpu_weights(path: str, model: ModelFacts) -> CpuWeights:
@@ -279,9 +380,13 @@ def read_cpu_weights(path: str, model: ModelFacts) -> CpuWeights:
             f"--kt-weight-path {path} does not exist; point it at the checkpoint (MXFP4) "
             "or at converted AMXINT4 weights (`kthybrid-serve convert`)"
         )
-    layer_dirs = sorted(p for p in weight_dir.iterdir() if re.fullmatch(r"_layer_[0-9]+", p.name))
+    layer_dirs = sorted(
+        p for p in weight_dir.iterdir() if re.fullmatch(r"_layer_[0-9]{1,6}", p.name)
+    )
     if layer_dirs:
-        numa_dirs = [p for p in layer_dirs[0].iterdir() if re.fullmatch(r"_numa_[0-9]+", p.name)]
+        numa_dirs = [
+            p for p in layer_dirs[0].iterdir() if re.fullmatch(r"_numa_[0-9]{1,4}", p.name)
+        ]
         files = [f for layer in layer_dirs for f in layer.rglob("*") if f.is_file()]
         int8 = any(f.name.upper().startswith("INT8") for f in files[:64])
         size = sum(f.stat().st_size for f in files)
@@ -297,7 +402,9 @@ def read_cpu_weights(path: str, model: ModelFacts) -> CpuWeights:
             f"--kt-weight-path {path} holds no _layer_* directories and no .safetensors files"
         )
     tensors = [t for s in shards for t in read_safetensors_header(s).tensors]
-    numa_ids = [int(m.group(1)) for t in tensors if (m := re.search(r"\.numa\.([0-9]+)\.", t.name))]
+    numa_ids = [
+        int(m.group(1)) for t in tensors if (m := re.search(r"\.numa\.([0-9]{1,4})\.", t.name))
+    ]
     routed = [t for t in tensors if _ROUTED.search(t.name) or "_exps." in t.name]
     size = sum(t.nbytes for t in routed)
     if numa_ids:

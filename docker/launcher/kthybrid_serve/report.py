@@ -6,10 +6,11 @@ import shlex
 from typing import Any
 
 from kthybrid_serve.host import HostFacts, format_cpulist
+from kthybrid_serve.memory import helm_values
 from kthybrid_serve.model import ModelFacts
 from kthybrid_serve.plan import Plan
 from kthybrid_serve.units import gib
-from kthybrid_serve.validate import Check
+from kthybrid_serve.validate import Check, memory_picture
 
 
 def describe_host(host: HostFacts) -> list[str]:
@@ -20,11 +21,9 @@ def describe_host(host: HostFacts) -> list[str]:
         + ", ".join(f"{n}={c}" for n, c in cores.items())
         + f"; allowed CPUs {format_cpulist(host.allowed_cpus)}"
         + (" (SMT on: hyperthreads not counted)" if host.smt_active else ""),
-        f"memory: {gib(host.mem_total_bytes)} total, {gib(host.mem_available_bytes)} available; "
-        f"cgroup v{host.cgroup_version or '-'} limit "
-        f"{gib(host.cgroup_memory_limit) if host.cgroup_memory_limit else 'none'}; "
-        f"hugepages {gib(host.hugepages_total_bytes())}; "
-        f"/dev/shm {gib(host.shm_bytes) if host.shm_bytes is not None else 'missing'}",
+        f"memory: {memory_picture(host)}; cgroup v{host.cgroup_version or '-'}"
+        + (f", CPU quota {host.cgroup.cpu_quota.cpus:g} CPUs" if host.cgroup.cpu_quota else "")
+        + f"; /dev/shm {gib(host.shm_bytes) if host.shm_bytes is not None else 'missing'}",
     ]
     for gpu in host.gpus:
         numa = f", NUMA node {gpu.numa_node}" if gpu.numa_node is not None else ""
@@ -58,13 +57,19 @@ def render_plan(plan: Plan, host: HostFacts, model: ModelFacts) -> str:
     for line in plan.gpu_budget:
         out.append(f"  {line.label:<36}{line.amount / 1024**3:>+9.1f} GiB  {line.note}")
     out.append(
-        f"  => --kt-num-gpu-experts {plan.kt_num_gpu_experts} (at most {plan.max_gpu_experts} fit)"
+        "  => GPU-only: every routed expert on the GPUs"
+        if plan.gpu_only
+        else f"  => --kt-num-gpu-experts {plan.kt_num_gpu_experts} "
+        f"(at most {plan.max_gpu_experts} fit)"
     )
-    out += [
-        "",
-        f"host memory: CPU experts {gib(plan.cpu_expert_bytes)}, need "
-        f"{gib(plan.host_memory_needed)} with overhead; {gib(host.mem_available_bytes)} available",
-    ]
+    if plan.gpu_only:
+        out += ["", "host memory: GPU-only plan, no CPU experts in host memory"]
+    else:
+        out += [
+            "",
+            f"host memory: CPU experts {gib(plan.cpu_expert_bytes)}, need "
+            f"{gib(plan.host_memory_needed)} with overhead; {memory_picture(host)}",
+        ]
     for note in plan.notes:
         out.append(f"note: {note}")
     out += ["", "environment:"]
@@ -74,17 +79,51 @@ def render_plan(plan: Plan, host: HostFacts, model: ModelFacts) -> str:
     return "\n".join(out)
 
 
+def _plan_fields(plan: Plan) -> dict[str, Any]:
+    return {
+        "kt_cpuinfer": plan.kt_cpuinfer,
+        "kt_threadpool_count": plan.kt_threadpool_count,
+        "kt_numa_nodes": list(plan.kt_numa_nodes),
+        "threads_per_pool": list(plan.threads_per_pool),
+        "kt_num_gpu_experts": None if plan.gpu_only else plan.kt_num_gpu_experts,
+        "max_gpu_experts": plan.max_gpu_experts,
+        "kt_method": plan.kt_method,
+        "kt_weight_path": plan.kt_weight_path,
+        "gpu_only": plan.gpu_only,
+        "tp_size": plan.tp_size,
+        "gpus_used": plan.gpus_used,
+        "cpu_expert_bytes": plan.cpu_expert_bytes,
+        "host_memory_needed_bytes": plan.host_memory_needed,
+        "target": plan.target,
+        "env": dict(plan.env),
+        "env_unset": list(plan.env_unset),
+        "argv": list(plan.argv),
+        "items": [
+            {"name": i.name, "value": i.value, "source": i.source, "reason": i.reason}
+            for i in plan.items
+        ],
+        "gpu_budget": [
+            {"label": b.label, "bytes": b.amount, "note": b.note} for b in plan.gpu_budget
+        ],
+        "notes": list(plan.notes),
+    }
+
+
 def plan_json(plan: Plan, host: HostFacts, model: ModelFacts) -> dict[str, Any]:
-    data = plan.to_json()
+    data = _plan_fields(plan)
     data["host"] = {
         "numa_nodes": [n.node for n in host.nodes],
         "physical_cores_by_node": {str(k): v for k, v in host.physical_cores_by_node().items()},
         "allowed_cpus": format_cpulist(host.allowed_cpus),
         "smt": host.smt_active,
         "mem_total_bytes": host.mem_total_bytes,
-        "mem_available_bytes": host.mem_available_bytes,
+        "mem_available_bytes": host.memory_available_bytes(),
+        "hugepages_reserved_bytes": host.hugepages_total_bytes(),
+        "memory_nodes": list(host.memory_nodes()),
+        "isolated_cpus": format_cpulist(host.isolated_cpus),
         "cgroup_version": host.cgroup_version,
         "cgroup_memory_limit": host.cgroup_memory_limit,
+        "cgroup_cpu_quota_cpus": host.cgroup.cpu_quota.cpus if host.cgroup.cpu_quota else None,
         "shm_bytes": host.shm_bytes,
         "isa": sorted(host.isa_flags),
         "gpus": [
@@ -108,6 +147,7 @@ def plan_json(plan: Plan, host: HostFacts, model: ModelFacts) -> dict[str, Any]:
         "routed_bytes": model.routed_bytes,
         "other_bytes": model.other_bytes,
         "bytes_per_expert": model.bytes_per_expert,
+        "revision": model.revision,
     }
     return data
 
@@ -127,3 +167,17 @@ def checks_json(checks: list[Check]) -> list[dict[str, Any]]:
         }
         for c in checks
     ]
+
+
+def helm_values_yaml(plan: Plan) -> str:
+    """The chart's `hostMemory` block for this plan (YAML a values file can take as is)."""
+    lines = [
+        "# kthybrid-serve plan --helm-values: the host memory this host and model need",
+        "hostMemory:",
+    ]
+    lines += [f"  {key}: {value}" for key, value in helm_values(plan.cpu_expert_bytes).items()]
+    return "\n".join(lines)
+
+
+def error_json(error_code: int, message: str) -> dict[str, Any]:
+    return {"error": {"code": error_code, "message": message}}

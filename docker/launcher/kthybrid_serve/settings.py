@@ -1,167 +1,292 @@
-"""The launcher's options as data: flag, KTHYBRID_* variable, type, default, value source."""
+"""Every launcher option, described once: flag, KTHYBRID_* variable, type, range, default, help.
+
+`Settings` is the one typed, frozen description. Each field carries its option's
+metadata; the argument parser, the README's table, the launcher block of compose's
+`.env.example` and the chart's value hints are generated from these fields.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import json
 import re
-import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Final, TypeVar
 
-from kthybrid_serve.host import parse_gpu_spec
+from kthybrid_serve.errors import UsageError
 
-NUMA_POLICIES = ("interleave", "local", "none")
-CPU_VARIANTS = ("amx", "avx512_bf16", "avx512_vbmi", "avx512_vnni", "avx512_base", "avx2")
-KT_METHODS = ("MXFP4", "AMXINT4", "AMXINT8", "BF16", "FP8")
+NUMA_POLICIES: Final = ("interleave", "interleave-all", "local", "none")
+CPU_VARIANTS: Final = ("amx", "avx512_bf16", "avx512_vbmi", "avx512_vnni", "avx512_base", "avx2")
+KT_METHODS: Final = ("MXFP4", "AMXINT4", "AMXINT8", "BF16", "FP8")
+# Values that come from outside (environment, flags, manifests) never carry these.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_TEXT = 4096
+
+Value = str | int | float | bool | tuple[str, ...] | tuple[int, ...] | None
+T = TypeVar("T", bound=Value)
 
 
-def parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
+@dataclass(frozen=True)
+class OptionSpec:
+    """How one option is spelled, parsed and documented."""
+
+    help: str
+    parse: Callable[[str], Value]
+    kind: str = "value"  # value, bool, list (a flag that takes several words)
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    shown_default: str | None = None  # for docs, when the default is planned (None)
+    helm: str | None = None  # the chart value that sets it, if any
+    example: str | None = None  # for .env.example, where the default says nothing
+
+
+def option(default: T, spec: OptionSpec) -> T:
+    """A dataclass field that is a launcher option (metadata holds the spec)."""
+    return field(default=default, metadata={"option": spec})
+
+
+# -- parsers: each raises ValueError with a sentence that says what was expected ---------
+
+
+def text(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("contains a control character (newline, tab, NUL ...)")
+    if len(value) > _MAX_TEXT:
+        raise ValueError(f"is longer than {_MAX_TEXT} characters")
+    return value.strip()
+
+
+def path(value: str) -> str:
+    cleaned = text(value)
+    if not cleaned:
+        raise ValueError("is empty; give a path")
+    return cleaned
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
         return True
-    if lowered in {"0", "false", "no", "off", ""}:
+    if lowered in {"0", "false", "no", "off"}:
         return False
-    raise ValueError(f"expected true or false, got {text!r}")
+    raise ValueError("expected true or false")
 
 
-def parse_int_list(text: str) -> list[int]:
-    return [int(part) for part in re.split(r"[,\s]+", text.strip()) if part]
-
-
-def parse_gpu_list(text: str) -> list[str]:
-    specs = [part.strip() for part in text.split(";") if part.strip()]
-    for index, spec in enumerate(specs):
-        parse_gpu_spec(spec, index)  # raises ValueError with the reason
-    return specs
-
-
-def parse_choice(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip().upper() if upper else text.strip().lower()
-        if value not in choices:
-            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
-        return value
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        stripped = value.strip()
+        if not re.fullmatch(r"[+-]?[0-9]{1,12}", stripped):
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        number = int(stripped)
+        if not low <= number <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return number
 
     return parse
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"expected a number >= 0, got {text!r}")
-    return value
+def int_list(low: int, high: int, unique: bool = False) -> Callable[[str], tuple[int, ...]]:
+    single = int_in(low, high)
+
+    def parse(value: str) -> tuple[int, ...]:
+        parts = [p for p in re.split(r"[,\s]+", value.strip()) if p]
+        if not parts:
+            raise ValueError("expected a list of numbers such as '0,1'")
+        numbers = tuple(single(p) for p in parts)
+        if unique and len(set(numbers)) != len(numbers):
+            raise ValueError("lists a number twice")
+        return numbers
+
+    return parse
 
 
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"expected a fraction between 0 and 1, got {text!r}")
-    return value
+def fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expected a fraction between 0 and 1, e.g. 0.85") from None
+    if not 0.0 < number < 1.0:
+        raise ValueError("expected a fraction between 0 and 1, e.g. 0.85")
+    return number
 
 
-@dataclass(frozen=True)
-class Option:
-    """One launcher option: `--name` on the command line, KTHYBRID_NAME in the environment."""
+def choice(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        normal = value.strip().upper() if upper else value.strip().lower()
+        if normal not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return normal
 
-    name: str
-    parse: Callable[[str], Any]
-    default: Any
-    help: str
-    kind: str = "value"  # value, bool, list
-    metavar: str | None = None
-
-    @property
-    def dest(self) -> str:
-        return self.name.replace("-", "_")
-
-    @property
-    def env(self) -> str:
-        return "KTHYBRID_" + self.dest.upper()
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name
+    return parse
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("model", str, "/models/DeepSeek-V4-Flash", "model directory (config.json, safetensors)"),
-    Option("served-model-name", str, None, "name clients use; default: the model directory's name"),
-    Option(
-        "kt-weight-path", str, None, "CPU expert weights: the checkpoint (MXFP4) or AMXINT4 dir"
-    ),
-    Option("host-root", str, "/", "read sysfs/procfs/cgroup below this directory"),
-    Option(
-        "gpu",
-        parse_gpu_list,
-        None,
-        "plan for this GPU, not NVML's: 'NAME,MEMORY,CC' (repeatable; env: ';'-separated)",
-        kind="list",
-        metavar="NAME,MEMORY,CC",
-    ),
-    Option("kt-cpuinfer", positive_int, None, "CPU expert threads (default: planned)"),
-    Option("kt-threadpool-count", positive_int, None, "thread pools, one per NUMA node used"),
-    Option("kt-numa-nodes", parse_int_list, None, "NUMA node of each pool, e.g. '0,1'", "list"),
-    Option(
-        "kt-num-gpu-experts", positive_int, None, "GPU experts per MoE layer (default: planned)"
-    ),
-    Option("kt-method", parse_choice(KT_METHODS, upper=True), None, "CPU expert kernel"),
-    Option(
-        "kt-cpu-variant",
-        parse_choice(CPU_VARIANTS),
-        None,
-        "force kt-kernel's CPU variant (KT_KERNEL_CPU_VARIANT); default: its own detection",
-    ),
-    Option("kt-gpu-prefill-token-threshold", positive_int, 4096, "full-GPU prefill above this"),
-    Option(
-        "kt-enable-dynamic-expert-update",
-        parse_bool,
-        True,
-        "re-pick GPU experts at runtime",
-        "bool",
-    ),
-    Option(
-        "reserved-cores", positive_int, None, "physical cores left to the GPU-feeding processes"
-    ),
-    Option("numa-policy", parse_choice(NUMA_POLICIES), "interleave", "interleave, local or none"),
-    Option("mtp", parse_bool, False, "MTP speculative decoding (EAGLE, 3 steps, 4 drafts)", "bool"),
-    Option("host", str, "0.0.0.0", "address the server listens on"),
-    Option("port", positive_int, 30000, "port the server listens on"),
-    Option("tp-size", positive_int, None, "tensor parallel size (default: all GPUs)"),
-    Option("context-length", positive_int, 16384, "context length"),
-    Option("chunked-prefill-size", positive_int, 2048, "chunked prefill size"),
-    Option("max-prefill-tokens", positive_int, 2048, "max prefill tokens"),
-    Option("max-running-requests", positive_int, 2, "max running requests"),
-    Option("watchdog-timeout", positive_int, 1200, "sglang watchdog timeout (s)"),
-    Option("attention-backend", str, "flashinfer", "sglang attention backend"),
-    Option("mem-fraction-static", fraction, 0.85, "GPU memory fraction for weights and KV cache"),
-    Option(
-        "cuda-graph-bs", parse_int_list, [1], "CUDA graph batch sizes, e.g. '1' or '1,2,4'", "list"
-    ),
-    Option("disable-radix-cache", parse_bool, True, "disable the radix (prefix) cache", "bool"),
-    Option("skip-server-warmup", parse_bool, True, "skip sglang's warm-up request", "bool"),
-    Option(
-        "disable-shared-experts-fusion", parse_bool, True, "keep shared experts unfused", "bool"
-    ),
-    Option("hugepages", parse_bool, False, "require hugepages for the CPU experts", "bool"),
-    Option("nnodes", positive_int, 1, "number of nodes (multi-node tensor parallel)"),
-    Option("node-rank", positive_int, 0, "this node's rank"),
-    Option("dist-init-addr", str, None, "rank-0 address for multi-node, host:port"),
-    Option("extra-args", str, "", "extra sglang arguments, shell-split"),
-    Option("output", str, None, "convert: where to write AMXINT4 weights"),
-)
+def name(value: str) -> str:
+    cleaned = text(value)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}", cleaned):
+        raise ValueError("expected letters, digits and . _ : / @ + - (at most 200)")
+    return cleaned
 
-OPTIONS_BY_DEST = {o.dest: o for o in OPTIONS}
+
+def backend(value: str) -> str:
+    cleaned = value.strip()
+    if not re.fullmatch(r"[a-z0-9_]{1,40}", cleaned):
+        raise ValueError("expected an sglang backend name such as flashinfer or triton")
+    return cleaned
+
+
+def bind_address(value: str) -> str:
+    cleaned = value.strip()
+    try:
+        ipaddress.ip_address(cleaned)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", cleaned):
+            raise ValueError("expected an IP address or a host name") from None
+    return cleaned
+
+
+def host_port(value: str) -> str:
+    cleaned = value.strip()
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):([0-9]{1,5})", cleaned)
+    if match is None or not 1 <= int(match.group(2)) <= 65535:
+        raise ValueError("expected HOST:PORT with a port from 1 to 65535")
+    return cleaned
+
+
+def gpu_specs(value: str) -> tuple[str, ...]:
+    from kthybrid_serve.gpus import parse_gpu_spec
+
+    specs = tuple(part.strip() for part in value.split(";") if part.strip())
+    if not specs:
+        raise ValueError("expected 'NAME,MEMORY,CC', several separated by ';'")
+    for index, spec in enumerate(specs):
+        parse_gpu_spec(spec, index)
+    return specs
+
+
+def json_args(value: str) -> tuple[str, ...]:
+    """A JSON array of strings: arguments travel as a list and are never re-split."""
+    try:
+        loaded = json.loads(value)
+    except json.JSONDecodeError:
+        raise ValueError(
+            'expected a JSON array of strings, e.g. ["--log-level", "debug"]'
+        ) from None
+    if not isinstance(loaded, list) or not all(isinstance(a, str) for a in loaded):
+        raise ValueError('expected a JSON array of strings, e.g. ["--log-level", "debug"]')
+    for argument in loaded:
+        text(argument)
+    return tuple(loaded)
+
+
+# -- the options ----------------------------------------------------------------------
+
+_PORT = int_in(1, 65535)
+_COUNT = int_in(1, 100_000_000)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved option values plus, for each overridden one, where it came from."""
+    """Resolved option values; `sources` says, for each one given, where it came from."""
 
-    values: Mapping[str, Any]
+    # fmt: off
+    model: str = option("/models/DeepSeek-V4-Flash", OptionSpec(
+        "model directory (config.json, safetensors)", path, helm="server.model"))
+    served_model_name: str | None = option(None, OptionSpec(
+        "name clients use", name, shown_default="the model directory's name"))
+    kt_weight_path: str | None = option(None, OptionSpec(
+        "CPU expert weights: the checkpoint (MXFP4) or converted AMXINT4 weights", path,
+        shown_default="the model directory", helm="kt.weightPath"))
+    host_root: str = option("/", OptionSpec(
+        "read sysfs, procfs and cgroup files below this directory", path))
+    gpu: tuple[str, ...] = option((), OptionSpec(
+        "plan for these GPUs instead of NVML's: 'NAME,MEMORY,CC' (env: ';'-separated)",
+        gpu_specs, kind="list", metavar="NAME,MEMORY,CC", shown_default="NVML"))
+    kt_cpuinfer: int | None = option(None, OptionSpec(
+        "CPU expert threads", _COUNT, shown_default="planned", helm="kt.cpuinfer"))
+    kt_threadpool_count: int | None = option(None, OptionSpec(
+        "thread pools, one per NUMA node used", int_in(1, 1024), shown_default="planned"))
+    kt_numa_nodes: tuple[int, ...] | None = option(None, OptionSpec(
+        "NUMA node of each pool, e.g. '0,1'", int_list(0, 1023, unique=True), kind="list",
+        shown_default="planned"))
+    kt_num_gpu_experts: int | None = option(None, OptionSpec(
+        "routed experts per MoE layer kept on the GPU", int_in(0, 1_000_000),
+        shown_default="planned", helm="kt.numGpuExperts"))
+    kt_method: str | None = option(None, OptionSpec(
+        "CPU expert kernel", choice(KT_METHODS, upper=True), choices=KT_METHODS,
+        shown_default="from the weights", helm="kt.method"))
+    kt_cpu_variant: str | None = option(None, OptionSpec(
+        "force kt-kernel's CPU variant (KT_KERNEL_CPU_VARIANT)", choice(CPU_VARIANTS),
+        choices=CPU_VARIANTS, shown_default="kt-kernel's detection"))
+    kt_gpu_prefill_token_threshold: int = option(4096, OptionSpec(
+        "prefill chunks of at least this many tokens run on the GPU", _COUNT))
+    kt_enable_dynamic_expert_update: bool = option(True, OptionSpec(
+        "re-pick the GPU experts at run time", parse_bool, kind="bool"))
+    reserved_cores: int | None = option(None, OptionSpec(
+        "physical cores left to the GPU-feeding processes", int_in(0, 1_000_000),
+        shown_default="GPUs + 2"))
+    numa_policy: str = option("interleave", OptionSpec(
+        "memory policy of the CPU experts: interleave over the nodes used, over all nodes, "
+        "local, or none", choice(NUMA_POLICIES), choices=NUMA_POLICIES, helm="kt.numaPolicy"))
+    mtp: bool = option(False, OptionSpec(
+        "MTP speculative decoding (EAGLE, 3 steps, 4 draft tokens)", parse_bool, kind="bool",
+        helm="server.mtp"))
+    host: str = option("0.0.0.0", OptionSpec("address the server listens on", bind_address))
+    port: int = option(30000, OptionSpec("port the server listens on", _PORT, helm="server.port"))
+    api_key_file: str | None = option(None, OptionSpec(
+        "file holding the API key clients must send (never passed on a command line)", path,
+        shown_default="no key"))
+    trust_remote_code: bool = option(False, OptionSpec(
+        "let transformers run the model repository's own Python code", parse_bool, kind="bool"))
+    tp_size: int | None = option(None, OptionSpec(
+        "tensor parallel size", int_in(1, 1024), shown_default="GPUs x nodes",
+        helm="server.tpSize"))
+    context_length: int = option(16384, OptionSpec(
+        "context length in tokens", _COUNT, helm="server.contextLength"))
+    chunked_prefill_size: int = option(2048, OptionSpec("chunked prefill size", _COUNT))
+    max_prefill_tokens: int = option(2048, OptionSpec("max prefill tokens", _COUNT))
+    max_running_requests: int = option(2, OptionSpec("max running requests", _COUNT))
+    watchdog_timeout: int = option(1200, OptionSpec("sglang watchdog timeout (s)", _COUNT))
+    attention_backend: str = option("flashinfer", OptionSpec("sglang attention backend", backend))
+    mem_fraction_static: float = option(0.85, OptionSpec(
+        "GPU memory fraction for weights and KV cache", fraction,
+        helm="server.memFractionStatic"))
+    cuda_graph_bs: tuple[int, ...] = option((1,), OptionSpec(
+        "CUDA graph batch sizes, e.g. '1' or '1,2,4'", int_list(1, 4096, unique=True),
+        kind="list"))
+    disable_radix_cache: bool = option(True, OptionSpec(
+        "disable the radix (prefix) cache", parse_bool, kind="bool"))
+    skip_server_warmup: bool = option(True, OptionSpec(
+        "skip sglang's warm-up request", parse_bool, kind="bool"))
+    disable_shared_experts_fusion: bool = option(True, OptionSpec(
+        "keep shared experts unfused", parse_bool, kind="bool"))
+    hugepages: bool = option(False, OptionSpec(
+        "require hugepages for the CPU experts", parse_bool, kind="bool",
+        helm="hugepages.enabled"))
+    nnodes: int = option(1, OptionSpec(
+        "number of nodes (multi-node tensor parallel)", int_in(1, 1024), helm="multiNode.size"))
+    node_rank: int = option(0, OptionSpec("this node's rank, below nnodes", int_in(0, 1023)))
+    dist_init_addr: str | None = option(None, OptionSpec(
+        "rank 0's HOST:PORT for multi-node", host_port, shown_default="-"))
+    extra_args: tuple[str, ...] = option((), OptionSpec(
+        "extra sglang arguments as a JSON array of strings", json_args,
+        example='["--log-level", "info"]', helm="server.extraArgs"))
+    output: str | None = option(None, OptionSpec(
+        "convert: where to write the AMXINT4 weights", path, shown_default="<model>-AMXINT4"))
+    # fmt: on
+
     sources: Mapping[str, str] = field(default_factory=dict)
 
-    def get(self, dest: str) -> Any:
-        return self.values[dest]
+    def __post_init__(self) -> None:
+        if self.node_rank >= self.nnodes:
+            raise UsageError(
+                f"KTHYBRID_NODE_RANK={self.node_rank} must be below KTHYBRID_NNODES={self.nnodes}"
+            )
+        if self.nnodes > 1 and self.dist_init_addr is None:
+            raise UsageError(
+                f"KTHYBRID_NNODES={self.nnodes} needs KTHYBRID_DIST_INIT_ADDR (rank 0's HOST:PORT)"
+            )
 
     def source(self, dest: str) -> str:
         """'default', 'flag --x' or 'env KTHYBRID_X'."""
@@ -170,31 +295,85 @@ class Settings:
     def overridden(self, dest: str) -> bool:
         return dest in self.sources
 
+
+@dataclass(frozen=True)
+class Option:
+    """One option as the parser and the docs see it."""
+
+    dest: str
+    default: Value
+    spec: OptionSpec
+
     @property
-    def extra_args(self) -> list[str]:
-        return shlex.split(str(self.values["extra_args"]))
+    def env(self) -> str:
+        return "KTHYBRID_" + self.dest.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.dest.replace("_", "-")
+
+    @property
+    def shown_default(self) -> str:
+        if self.spec.shown_default is not None:
+            return self.spec.shown_default
+        return format_value(self.default)
 
 
-def resolve_settings(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
-    """A flag beats KTHYBRID_*, which beats the default. Raises ValueError on a bad env value."""
-    values: dict[str, Any] = {}
+def format_value(value: Value) -> str:
+    """A value the way a person writes it in a KTHYBRID_* variable."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+OPTIONS: Final[tuple[Option, ...]] = tuple(
+    Option(f.name, f.default, f.metadata["option"])  # type: ignore[arg-type]
+    for f in dataclasses.fields(Settings)
+    if "option" in f.metadata
+)
+OPTIONS_BY_DEST: Final = {o.dest: o for o in OPTIONS}
+ENV_NAMES: Final = frozenset(o.env for o in OPTIONS)
+
+
+def _check_type(option: Option, value: Value) -> Value:
+    """The parsers are typed per option; this ties a value to its field's declared default."""
+    expected = type(option.default)
+    if value is None or option.default is None or isinstance(value, expected):
+        return value
+    if expected is float and isinstance(value, int):
+        return float(value)
+    raise UsageError(f"{option.flag}: {value!r} is not a {expected.__name__}")
+
+
+def resolve_settings(cli: Mapping[str, Value], environ: Mapping[str, str]) -> Settings:
+    """A flag beats KTHYBRID_*, which beats the default. Raises UsageError on a bad value."""
+    values: dict[str, Value] = {}
     sources: dict[str, str] = {}
-    for option in OPTIONS:
-        given = cli.get(option.dest)
+    for opt in OPTIONS:
+        given = cli.get(opt.dest)
         if given is not None:
-            values[option.dest] = given
-            sources[option.dest] = f"flag {option.flag}"
-        elif option.env in environ and environ[option.env].strip() != "":
+            values[opt.dest] = _check_type(opt, given)
+            sources[opt.dest] = f"flag {opt.flag}"
+        elif environ.get(opt.env, "").strip() != "":
+            raw = environ[opt.env]
             try:
-                values[option.dest] = option.parse(environ[option.env])
+                values[opt.dest] = opt.spec.parse(raw)
             except ValueError as error:
-                raise ValueError(f"{option.env}={environ[option.env]!r}: {error}") from error
-            sources[option.dest] = f"env {option.env}"
-        else:
-            values[option.dest] = option.default
-    return Settings(values=values, sources=sources)
+                raise UsageError(f"{opt.env}={_shown(raw)}: {error}") from None
+            sources[opt.dest] = f"env {opt.env}"
+    for stale in ("KTHYBRID_TARGETS_FILE",):
+        if environ.get(stale):
+            raise UsageError(f"{stale} is no longer read (the launcher carries its own); unset it")
+    return Settings(**values, sources=sources)  # type: ignore[arg-type]
 
 
-def default_settings(**overrides: Any) -> Settings:
-    """Settings as if these were given as flags (for tests and the library API)."""
+def _shown(raw: str) -> str:
+    """A hostile value quoted and cut short enough for one line."""
+    return repr(raw if len(raw) <= 60 else raw[:60] + "...")
+
+
+def default_settings(**overrides: Value) -> Settings:
+    """Settings as if these were given as flags (tests and the library API)."""
     return resolve_settings(overrides, {})

@@ -1,12 +1,31 @@
-"""The GPU targets (sm89, sm90, ...) from builder/targets.yaml, with a built-in fallback."""
+"""The GPU targets and run-time needs, from the package data the builder renders (targets.json)."""
 
 from __future__ import annotations
 
-import os
+import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cache
+from importlib import resources
+
+from kthybrid_serve.errors import LauncherError
+
+DATA_FILE = "targets.json"
+
+
+class TargetsDataError(LauncherError):
+    """The package's targets.json is missing or malformed: a broken install, not a user error."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a backend or a model type's own code needs at run time beyond the packages."""
+
+    why: str
+    nvcc: bool = False
+    python_module: str | None = None
 
 
 @dataclass(frozen=True)
@@ -16,131 +35,106 @@ class Target:
     torch_cuda_arch_list: str
     flashinfer_cuda_arch_list: str
     min_driver: str
+    backends: tuple[tuple[str, str], ...]  # (role, backend), e.g. ("nsa", "flash_mla")
 
 
-BUILTIN_TARGETS: tuple[Target, ...] = (
-    Target("sm89", ("8.9",), "8.9+PTX", "8.9", "570.26"),
-    Target("sm90", ("9.0",), "9.0+PTX", "9.0a", "570.26"),
-    Target("sm100", ("10.0", "10.3"), "10.0+PTX", "10.0a", "570.26"),
-    Target("sm120", ("12.0", "12.1"), "12.0+PTX", "12.0a", "570.26"),
-)
+@dataclass(frozen=True)
+class TargetData:
+    cuda: str
+    min_cuda_driver: int  # NVML's form: 12080 for CUDA 12.8
+    targets: tuple[Target, ...]
+    backends: dict[str, Needs]
+    model_types: dict[str, Needs]
+
+    def for_cc(self, cc: str) -> Target | None:
+        return next((t for t in self.targets if cc in t.compute_capabilities), None)
+
+    def named(self, name: str) -> Target | None:
+        return next((t for t in self.targets if t.name == name), None)
 
 
-def _parse_targets_yaml(text: str) -> dict[str, dict[str, str | list[str]]]:
-    """Just enough YAML for targets.yaml (the image's venv may lack PyYAML).
-
-    Reads `targets:` -> `<name>:` -> scalar fields and `- item` lists; other
-    top-level keys are skipped.
-    """
-    targets: dict[str, dict[str, str | list[str]]] = {}
-    in_targets = False
-    current: dict[str, str | list[str]] | None = None
-    list_key: str | None = None
-    for raw in text.splitlines():
-        line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
-        if not line.strip():
-            continue
-        indent = len(line) - len(line.lstrip())
-        stripped = line.strip()
-        if indent == 0:
-            in_targets = stripped == "targets:"
-            current = None
-            continue
-        if not in_targets:
-            continue
-        if indent == 2 and stripped.endswith(":"):
-            current = targets.setdefault(stripped[:-1].strip(), {})
-            list_key = None
-            continue
-        if current is None:
-            continue
-        if stripped.startswith("- ") and list_key is not None:
-            existing = current.setdefault(list_key, [])
-            if isinstance(existing, list):
-                existing.append(stripped[2:].strip().strip("\"'"))
-            continue
-        key, sep, value = stripped.partition(":")
-        if not sep:
-            continue
-        value = value.strip()
-        if value == "":
-            list_key = key.strip()
-            current[list_key] = []
-        elif value.startswith("["):
-            current[key.strip()] = [v.strip().strip("\"'") for v in value.strip("[]").split(",")]
-            list_key = None
-        else:
-            current[key.strip()] = value.strip("\"'")
-            list_key = None
-    return targets
-
-
-def _targets_file(environ: Mapping[str, str]) -> Path | None:
-    configured = environ.get("KTHYBRID_TARGETS_FILE")
-    if configured:
-        return Path(configured) if Path(configured).is_file() else None
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "builder" / "targets.yaml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def load_targets(environ: Mapping[str, str] | None = None) -> tuple[tuple[Target, ...], str]:
-    """(targets, where they came from)."""
-    env = os.environ if environ is None else environ
-    path = _targets_file(env)
-    if path is None:
-        return BUILTIN_TARGETS, "built-in mapping"
-    try:
-        parsed = _parse_targets_yaml(path.read_text())
-    except OSError:
-        return BUILTIN_TARGETS, "built-in mapping"
-    builtin = {t.name: t for t in BUILTIN_TARGETS}
-    result = []
-    for name, fields in parsed.items():
-        ccs_field = fields.get("compute_capabilities") or fields.get("compute_capability")
-        if isinstance(ccs_field, str):
-            ccs: tuple[str, ...] = (ccs_field,)
-        elif isinstance(ccs_field, list) and ccs_field:
-            ccs = tuple(ccs_field)
-        elif name in builtin:
-            ccs = builtin[name].compute_capabilities
-        else:
-            continue
-        fallback = builtin.get(name, Target(name, ccs, "", "", "570.26"))
-        # The data may list only the headline capability (12.0); the built-in
-        # mapping adds family members the same image also runs on (12.1).
-        merged = tuple(dict.fromkeys(ccs + fallback.compute_capabilities))
-        result.append(
-            Target(
-                name=name,
-                compute_capabilities=merged,
-                torch_cuda_arch_list=_str(fields.get("torch_cuda_arch_list"))
-                or fallback.torch_cuda_arch_list,
-                flashinfer_cuda_arch_list=_str(fields.get("flashinfer_cuda_arch_list"))
-                or fallback.flashinfer_cuda_arch_list,
-                min_driver=_str(fields.get("min_driver")) or fallback.min_driver,
-            )
+def _field(data: dict[str, object], key: str, kind: type, where: str) -> object:
+    value = data.get(key)
+    if not isinstance(value, kind):
+        raise TargetsDataError(
+            f"kthybrid_serve/{DATA_FILE}: {where}.{key} is missing or not a {kind.__name__}; "
+            "reinstall the launcher (`make dockerfiles` renders it)"
         )
-    if not result:
-        return BUILTIN_TARGETS, "built-in mapping"
-    return tuple(result), str(path)
+    return value
 
 
-def _str(value: str | list[str] | None) -> str:
-    return value if isinstance(value, str) else ""
+def _needs(raw: object, where: str) -> Needs:
+    if not isinstance(raw, dict):
+        raise TargetsDataError(f"kthybrid_serve/{DATA_FILE}: {where} is not an object")
+    module = raw.get("python_module")
+    return Needs(
+        why=str(_field(raw, "why", str, where)),
+        nvcc=bool(raw.get("nvcc", False)),
+        python_module=module if isinstance(module, str) else None,
+    )
 
 
-def target_for_cc(cc: str, targets: tuple[Target, ...]) -> Target | None:
-    for target in targets:
-        if cc in target.compute_capabilities:
-            return target
-    return None
+def _target(name: str, raw: object) -> Target:
+    where = f"targets.{name}"
+    if not isinstance(raw, dict):
+        raise TargetsDataError(f"kthybrid_serve/{DATA_FILE}: {where} is not an object")
+    ccs = _field(raw, "compute_capabilities", list, where)
+    backends = _field(raw, "backends", dict, where)
+    assert isinstance(ccs, list) and isinstance(backends, dict)
+    return Target(
+        name=name,
+        compute_capabilities=tuple(str(c) for c in ccs),
+        torch_cuda_arch_list=str(_field(raw, "torch_cuda_arch_list", str, where)),
+        flashinfer_cuda_arch_list=str(_field(raw, "flashinfer_cuda_arch_list", str, where)),
+        min_driver=str(_field(raw, "min_driver", str, where)),
+        backends=tuple(sorted((str(k), str(v)) for k, v in backends.items())),
+    )
+
+
+def parse_target_data(text: str) -> TargetData:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise TargetsDataError(f"kthybrid_serve/{DATA_FILE} is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise TargetsDataError(f"kthybrid_serve/{DATA_FILE} is not a JSON object")
+    targets = _field(data, "targets", dict, "(top)")
+    backends = _field(data, "backends", dict, "(top)")
+    model_types = _field(data, "model_types", dict, "(top)")
+    assert isinstance(targets, dict) and isinstance(backends, dict)
+    assert isinstance(model_types, dict)
+    result = TargetData(
+        cuda=str(_field(data, "cuda", str, "(top)")),
+        min_cuda_driver=int(str(_field(data, "min_cuda_driver", int, "(top)"))),
+        targets=tuple(_target(str(k), v) for k, v in targets.items()),
+        backends={str(k): _needs(v, f"backends.{k}") for k, v in backends.items()},
+        model_types={str(k): _needs(v, f"model_types.{k}") for k, v in model_types.items()},
+    )
+    for target in result.targets:
+        for _, backend in target.backends:
+            if backend not in result.backends:
+                raise TargetsDataError(
+                    f"kthybrid_serve/{DATA_FILE}: target {target.name} names backend "
+                    f"{backend!r} with no entry under backends"
+                )
+    return result
+
+
+@cache
+def load_target_data() -> TargetData:
+    """The package's targets.json; an error (never a built-in copy) when it is missing."""
+    try:
+        text = resources.files("kthybrid_serve").joinpath(DATA_FILE).read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError) as error:
+        raise TargetsDataError(
+            f"kthybrid_serve/{DATA_FILE} is missing ({error}); the launcher is installed "
+            "without its data: reinstall it"
+        ) from None
+    return parse_target_data(text)
 
 
 def driver_at_least(version: str, minimum: str) -> bool:
     def key(text: str) -> tuple[int, ...]:
-        return tuple(int(p) for p in re.findall(r"[0-9]+", text))
+        return tuple(int(p) for p in re.findall(r"[0-9]{1,9}", text))
 
     return key(version) >= key(minimum)

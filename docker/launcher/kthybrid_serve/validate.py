@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -23,11 +22,12 @@ from kthybrid_serve.errors import (
 from kthybrid_serve.host import HostFacts
 from kthybrid_serve.plan import Plan
 from kthybrid_serve.settings import Settings
-from kthybrid_serve.targets import Target, driver_at_least, target_for_cc
+from kthybrid_serve.targets import TargetData, driver_at_least
 from kthybrid_serve.units import GIB, gib
 
-MIN_CUDA_DRIVER = 12080  # the images ship CUDA 12.8 user-space (torch 2.9.1 cu128)
 MIN_SHM_BYTES = 1 * GIB  # torch/NCCL shared memory; Docker's 64 MiB default breaks them
+# Where the memory limit is set, per deployment: named in the advice of a refusal.
+MEMORY_LIMIT_SETTINGS = "docker --memory, compose's mem_limit, Helm hostMemory.limitGi"
 
 
 @dataclass(frozen=True)
@@ -63,21 +63,28 @@ def check_gpu_present(host: HostFacts) -> Check:
     return ok("gpu", f"{len(host.gpus)} GPU(s) via {host.gpu_source}: {names}")
 
 
-def check_arch(host: HostFacts, targets: tuple[Target, ...], environ: Mapping[str, str]) -> Check:
+def check_arch(host: HostFacts, data: TargetData, environ: Mapping[str, str]) -> Check:
     image_target = environ.get("KTHYBRID_TARGET")
-    image_cc = environ.get("KTHYBRID_TARGET_CC")
     if not image_target:
         return Check("arch", "skip", "KTHYBRID_TARGET unset (a checkout, not an image): skipped")
-    own = next((t for t in targets if t.name == image_target), None)
-    accepted = set(own.compute_capabilities if own else ())
-    if image_cc:
-        accepted.add(image_cc)
+    own = data.named(image_target)
+    if own is None:
+        names = ", ".join(t.name for t in data.targets)
+        return fail(
+            "arch",
+            ArchMismatchError(
+                f"KTHYBRID_TARGET={image_target!r} is not a known target ({names}); "
+                "use an image built by `make image`"
+            ),
+        )
     for gpu in host.gpus:
-        if gpu.cc_text in accepted:
+        if gpu.cc_text in own.compute_capabilities:
             continue
-        right = target_for_cc(gpu.cc_text, targets)
+        right = data.for_cc(gpu.cc_text)
         if right is None:
-            supported = ", ".join(f"{t.name} ({'/'.join(t.compute_capabilities)})" for t in targets)
+            supported = ", ".join(
+                f"{t.name} ({'/'.join(t.compute_capabilities)})" for t in data.targets
+            )
             hint = f"no kthybrid image supports it (supported: {supported})"
         else:
             hint = f"use the image kthybrid:{right.name}"
@@ -85,22 +92,22 @@ def check_arch(host: HostFacts, targets: tuple[Target, ...], environ: Mapping[st
             "arch",
             ArchMismatchError(
                 f"GPU {gpu.index} ({gpu.name}) has compute capability {gpu.cc_text} but this image "
-                f"is kthybrid:{image_target} (built for {image_cc or '/'.join(sorted(accepted))}); "
+                f"is kthybrid:{image_target} (built for {'/'.join(own.compute_capabilities)}); "
                 f"{hint}"
             ),
         )
     return ok("arch", f"every GPU matches kthybrid:{image_target}")
 
 
-def check_driver(host: HostFacts, targets: tuple[Target, ...]) -> Check:
+def check_driver(host: HostFacts, data: TargetData) -> Check:
     known = [g for g in host.gpus if g.cuda_driver_version is not None or g.driver_version]
     if not known:
         return Check("driver", "skip", "driver version unknown (GPUs given with --gpu)")
     gpu = known[0]
-    target = target_for_cc(gpu.cc_text, targets)
-    minimum = target.min_driver if target else "570.26"
+    target = data.for_cc(gpu.cc_text)
+    minimum = target.min_driver if target else min(t.min_driver for t in data.targets)
     if gpu.cuda_driver_version is not None:
-        good = gpu.cuda_driver_version >= MIN_CUDA_DRIVER
+        good = gpu.cuda_driver_version >= data.min_cuda_driver
         shown = f"{gpu.cuda_driver_version // 1000}.{gpu.cuda_driver_version % 1000 // 10}"
     else:
         good = driver_at_least(gpu.driver_version or "0", minimum)
@@ -110,38 +117,56 @@ def check_driver(host: HostFacts, targets: tuple[Target, ...]) -> Check:
             "driver",
             DriverTooOldError(
                 f"NVIDIA driver {gpu.driver_version} supports CUDA {shown}, older than the CUDA "
-                f"12.8 this image needs; upgrade the host driver to {minimum} or newer"
+                f"{data.cuda} this image needs; upgrade the host driver to {minimum} or newer"
             ),
         )
-    return ok("driver", f"driver {gpu.driver_version}, CUDA {shown} (needs 12.8)")
+    return ok("driver", f"driver {gpu.driver_version}, CUDA {shown} (needs {data.cuda})")
+
+
+def memory_picture(host: HostFacts) -> str:
+    """Every number the RAM decision rests on, for messages."""
+    parts = [f"{gib(host.mem_total_bytes)} total"]
+    reserved = host.hugepages_total_bytes()
+    if reserved:
+        parts.append(f"{gib(reserved)} reserved as hugepages")
+    if host.cgroup.mems is not None and set(host.memory_nodes()) != {n.node for n in host.nodes}:
+        nodes = ",".join(map(str, host.memory_nodes()))
+        parts.append(f"memory nodes limited to {nodes} by cgroup cpuset.mems")
+    limit = host.cgroup.memory_limit
+    if limit is not None:
+        parts.append(f"cgroup limit {gib(limit)}")
+    parts.append(f"{gib(host.memory_available_bytes())} available")
+    return ", ".join(parts)
 
 
 def check_host_memory(host: HostFacts, plan: Plan) -> Check:
+    if plan.gpu_only:
+        return ok("host-memory", "GPU-only plan: no CPU experts in host memory")
     need = plan.host_memory_needed
-    have = host.mem_available_bytes
+    have = host.memory_available_bytes()
     if need > have:
         return fail(
             "host-memory",
             HostMemoryError(
                 f"the CPU experts need {gib(need)} of RAM ({gib(plan.cpu_expert_bytes)} of weights "
-                f"+ overhead) but {gib(have)} is available ({gib(host.mem_total_bytes)} total); "
-                "use a host with more RAM or move more experts to GPUs (more GPUs / TP)"
+                f"+ overhead) but the host has {memory_picture(host)}; use a host with more RAM, "
+                "free the hugepages nothing uses, or move experts to GPUs (more GPUs / TP)"
             ),
         )
-    return ok("host-memory", f"need {gib(need)}, {gib(have)} available")
+    return ok("host-memory", f"need {gib(need)}; {memory_picture(host)}")
 
 
 def check_cgroup_memory(host: HostFacts, plan: Plan) -> Check:
-    limit = host.cgroup_memory_limit
+    limit = host.cgroup.memory_limit
     if limit is None:
         return ok("cgroup-memory", f"no cgroup memory limit (cgroup v{host.cgroup_version or '?'})")
-    if plan.host_memory_needed > limit:
+    if not plan.gpu_only and plan.host_memory_needed > limit:
+        which = "memory.high" if host.cgroup.memory_high == limit else "memory limit"
         return fail(
             "cgroup-memory",
             CgroupMemoryError(
                 f"the CPU experts need {gib(plan.host_memory_needed)} but the container's cgroup "
-                f"allows {gib(limit)}; raise the memory limit (docker --memory, Helm "
-                "resources.limits.memory) or remove it"
+                f"{which} allows {gib(limit)}; raise it ({MEMORY_LIMIT_SETTINGS}) or remove it"
             ),
         )
     return ok("cgroup-memory", f"need {gib(plan.host_memory_needed)}, cgroup allows {gib(limit)}")
@@ -150,16 +175,18 @@ def check_cgroup_memory(host: HostFacts, plan: Plan) -> Check:
 def check_hugepages(host: HostFacts, plan: Plan, settings: Settings) -> Check:
     total = host.hugepages_total_bytes()
     free = host.hugepages_free_bytes()
-    if not settings.get("hugepages"):
+    if not settings.hugepages:
         return ok("hugepages", f"not required ({gib(total)} reserved, {gib(free)} free)")
+    if plan.gpu_only:
+        return ok("hugepages", "GPU-only plan: no CPU experts to back with hugepages")
     if free < plan.cpu_expert_bytes:
         state = "none are reserved" if total == 0 else f"{gib(free)} are free of {gib(total)}"
         return fail(
             "hugepages",
             HugepagesError(
                 f"hugepages were required (KTHYBRID_HUGEPAGES) for {gib(plan.cpu_expert_bytes)} "
-                f"of CPU experts but {state}; reserve them (e.g. vm.nr_hugepages) or unset "
-                "KTHYBRID_HUGEPAGES"
+                f"of CPU experts but {state} on the allowed memory nodes; reserve them "
+                "(vm.nr_hugepages) or set KTHYBRID_HUGEPAGES=false"
             ),
         )
     return ok("hugepages", f"{gib(free)} free hugepages for {gib(plan.cpu_expert_bytes)}")
@@ -210,7 +237,7 @@ def check_cache(environ: Mapping[str, str]) -> Check:
 
 
 def check_numactl(plan: Plan) -> Check:
-    if plan.argv and plan.argv[0] == "numactl" and shutil.which("numactl") is None:
+    if plan.argv[0] == "numactl" and shutil.which("numactl") is None:
         return fail(
             "numactl",
             MissingToolError(
@@ -221,14 +248,12 @@ def check_numactl(plan: Plan) -> Check:
     return ok("numactl", "numactl available" if plan.argv[0] == "numactl" else "not needed")
 
 
-def preflight_checks(
-    host: HostFacts, targets: tuple[Target, ...], environ: Mapping[str, str]
-) -> list[Check]:
+def preflight_checks(host: HostFacts, data: TargetData, environ: Mapping[str, str]) -> list[Check]:
     """Checks that need no model: GPU present, arch, driver, shm."""
     gpu = check_gpu_present(host)
     if gpu.error is not None:
         return [gpu]
-    return [gpu, check_arch(host, targets, environ), check_driver(host, targets), check_shm(host)]
+    return [gpu, check_arch(host, data, environ), check_driver(host, data), check_shm(host)]
 
 
 def plan_checks(host: HostFacts, plan: Plan, settings: Settings) -> list[Check]:
@@ -241,7 +266,3 @@ def plan_checks(host: HostFacts, plan: Plan, settings: Settings) -> list[Check]:
 
 def first_failure(checks: list[Check]) -> LauncherError | None:
     return next((c.error for c in checks if c.error is not None), None)
-
-
-def cache_dir_writable(environ: Mapping[str, str] = os.environ) -> bool:
-    return check_cache(environ).status == "ok"

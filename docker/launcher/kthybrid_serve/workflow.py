@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import TypeVar
 
+from kthybrid_serve.apikey import read_api_key
 from kthybrid_serve.errors import CpuIsaError, LauncherError
 from kthybrid_serve.host import HostFacts, read_host
 from kthybrid_serve.model import CpuWeights, ModelFacts, read_cpu_weights, read_model
-from kthybrid_serve.plan import AMX_FLAGS, Plan, has_flags, make_plan, plan_threads
+from kthybrid_serve.plan import AMX_FLAGS, ImageFacts, Plan, has_flags, make_plan, read_image
 from kthybrid_serve.settings import Settings
-from kthybrid_serve.targets import Target, load_targets
+from kthybrid_serve.targets import TargetData, load_target_data
+from kthybrid_serve.threads import ThreadRequest, plan_threads
 from kthybrid_serve.validate import (
     Check,
     check_cache,
@@ -19,6 +22,8 @@ from kthybrid_serve.validate import (
     plan_checks,
     preflight_checks,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,25 +36,31 @@ class Planned:
 
 
 def _host(settings: Settings) -> HostFacts:
-    return read_host(str(settings.get("host_root")), settings.get("gpu") or ())
+    return read_host(settings.host_root, settings.gpu)
 
 
 def _model(settings: Settings) -> tuple[ModelFacts, CpuWeights]:
-    model = read_model(str(settings.get("model")))
-    weights = read_cpu_weights(str(settings.get("kt_weight_path") or model.path), model)
+    model = read_model(settings.model)
+    weights = read_cpu_weights(settings.kt_weight_path or model.path, model)
     return model, weights
+
+
+def _image(environ: Mapping[str, str], data: TargetData) -> ImageFacts:
+    return read_image(environ, data)
 
 
 def plan_and_validate(settings: Settings, environ: Mapping[str, str]) -> Planned:
     """Everything `plan` and `serve` need; raises the first refusal."""
-    targets, _ = load_targets(environ)
+    data = load_target_data()
     host = _host(settings)
-    pre = preflight_checks(host, targets, environ)
+    pre = preflight_checks(host, data, environ)
     error = first_failure(pre)
     if error is not None:
         raise error
+    if settings.api_key_file is not None:
+        read_api_key(settings.api_key_file)  # refuse a bad key file now, not after loading
     model, weights = _model(settings)
-    plan = make_plan(host, model, weights, settings, targets, environ)
+    plan = make_plan(host, model, weights, settings, data, environ, _image(environ, data))
     post = plan_checks(host, plan, settings)
     error = first_failure(post)
     if error is not None:
@@ -57,7 +68,7 @@ def plan_and_validate(settings: Settings, environ: Mapping[str, str]) -> Planned
     return Planned(host, model, weights, plan, tuple(pre + post))
 
 
-def _step(name: str, action: Callable[[], object], checks: list[Check]) -> object | None:
+def _step(name: str, action: Callable[[], T], checks: list[Check]) -> T | None:
     try:
         return action()
     except LauncherError as error:
@@ -65,82 +76,82 @@ def _step(name: str, action: Callable[[], object], checks: list[Check]) -> objec
         return None
 
 
+def _cpu_check(host: HostFacts) -> Check:
+    cores = host.physical_cores_by_node()
+    quota = host.cgroup.cpu_quota
+    limit = f"; CPU quota {quota.cpus:g} CPUs" if quota else ""
+    return Check(
+        "cpu",
+        "ok",
+        f"{host.cpu_model}: {sum(cores.values())} allowed physical cores on {len(cores)} NUMA "
+        f"node(s){limit}; ISA {' '.join(sorted(host.isa_flags)) or 'none'}",
+    )
+
+
 def doctor(settings: Settings, environ: Mapping[str, str]) -> list[Check]:
     """Every check, each reported on its own, continuing past failures where possible."""
     checks: list[Check] = []
-    targets_loaded = load_targets(environ)
-    targets: tuple[Target, ...] = targets_loaded[0]
-    checks.append(Check("targets", "ok", f"GPU targets from {targets_loaded[1]}"))
+    data = _step("targets", load_target_data, checks)
     host = _step("host", lambda: _host(settings), checks)
-    if not isinstance(host, HostFacts):
+    if data is None or host is None:
         return checks
-    cores = host.physical_cores_by_node()
-    checks.append(
-        Check(
-            "cpu",
-            "ok",
-            f"{host.cpu_model}: {sum(cores.values())} allowed physical cores on "
-            f"{len(cores)} NUMA node(s); ISA {' '.join(sorted(host.isa_flags)) or 'none'}",
-        )
-    )
+    checks.append(Check("targets", "ok", f"{len(data.targets)} GPU targets, CUDA {data.cuda}"))
+    checks.append(_cpu_check(host))
     for note in host.notes:
         checks.append(Check("host-note", "warn" if "unavailable" not in note else "ok", note))
-    checks += preflight_checks(host, targets, environ)
+    checks += preflight_checks(host, data, environ)
     checks += [check_memlock(host), check_cache(environ)]
+    if settings.api_key_file is not None:
+        key_file = settings.api_key_file
+        if _step("api-key", lambda: read_api_key(key_file), checks) is not None:
+            checks.append(Check("api-key", "ok", f"API key read from {key_file}"))
     loaded = _step("model", lambda: _model(settings), checks)
     if loaded is None:
         return checks
-    assert isinstance(loaded, tuple)
     model, weights = loaded
-    checks.append(
-        Check(
-            "model",
-            "ok",
-            f"{model.path}: {model.shard_count} shards complete, {model.moe_layers} MoE layers x "
-            f"{model.routed_experts} experts; CPU weights {weights.format} at {weights.path}",
-        )
-    )
+    revision = f"; revision {model.revision}" if model.revision else ""
+    checks.append(Check("model", "ok",
+                        f"{model.path}: {model.shard_count} shards complete, {model.moe_layers} "
+                        f"MoE layers x {model.routed_experts} experts; CPU weights "
+                        f"{weights.format} at {weights.path}{revision}"))  # fmt: skip
     if not host.gpus:
         return checks
+    image = _image(environ, data)
     plan = _step(
-        "plan", lambda: make_plan(host, model, weights, settings, targets, environ), checks
+        "plan", lambda: make_plan(host, model, weights, settings, data, environ, image), checks
     )
-    if not isinstance(plan, Plan):
+    if plan is None:
         return checks
-    checks.append(
-        Check(
-            "plan",
-            "ok",
-            f"--kt-cpuinfer {plan.kt_cpuinfer} --kt-threadpool-count {plan.kt_threadpool_count} "
-            f"--kt-num-gpu-experts {plan.kt_num_gpu_experts} --kt-method {plan.kt_method}",
-        )
+    summary = (
+        "GPU-only (every routed expert fits on the GPUs)"
+        if plan.gpu_only
+        else f"--kt-cpuinfer {plan.kt_cpuinfer} --kt-threadpool-count {plan.kt_threadpool_count} "
+        f"--kt-num-gpu-experts {plan.kt_num_gpu_experts} --kt-method {plan.kt_method}"
     )
+    checks.append(Check("plan", "ok", summary))
     checks += plan_checks(host, plan, settings)
     return checks
 
 
-def conversion_threads(settings: Settings, host: HostFacts) -> tuple[int, int]:
+def conversion_threads(host: HostFacts) -> tuple[int, int]:
     """Threads and pools for the converter: every allowed physical core, one pool per node."""
     if not has_flags(host, AMX_FLAGS):
         raise CpuIsaError(
             f"AMXINT4 weights can only be served on a CPU with AMX and this one ({host.cpu_model}) "
             "has none; serve the MXFP4 checkpoint directly (--kt-method MXFP4), no conversion"
         )
-    values = dict(settings.values)
-    values["reserved_cores"] = 0
-    values["kt_cpuinfer"] = None
-    threads = plan_threads(host, replace(settings, values=values), 0, None)
+    threads = plan_threads(host, ThreadRequest(reserved_cores=0), gpus_local=0)
     return threads.cpuinfer, len(threads.nodes)
 
 
 def prepare_conversion(
     settings: Settings, environ: Mapping[str, str]
 ) -> tuple[ModelFacts, int, int]:
-    targets, _ = load_targets(environ)
+    data = load_target_data()
     host = _host(settings)
-    error = first_failure(preflight_checks(host, targets, environ)[:1])
+    error = first_failure(preflight_checks(host, data, environ)[:1])
     if error is not None:
         raise error  # the converter dequantizes on the GPU
-    model = read_model(str(settings.get("model")))
-    threads, pools = conversion_threads(settings, host)
+    model = read_model(settings.model)
+    threads, pools = conversion_threads(host)
     return model, threads, pools
