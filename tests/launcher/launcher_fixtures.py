@@ -51,7 +51,14 @@ class HostSpec:
     shm_size: str | None = "16g"  # None: tmpfs without size= (half of RAM)
     memlock: str = "unlimited"
     hugepages_2m: int = 0
+    hugepages_1g: int = 0
     numa_sysfs: bool = True
+    cpu_quota: tuple[int, int] | None = None  # (quota, period) in microseconds
+    cgroup_mems: str | None = None  # cpuset.mems.effective; None: every node
+    memory_high: int | None = None
+    isolated: str = ""  # /sys/devices/system/cpu/isolated
+    nohz_full: str = ""
+    cpuless_nodes: int = 0  # memory-only nodes (CXL expanders) after the CPU nodes
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -103,6 +110,8 @@ def build_host(root: Path, spec: HostSpec) -> Path:
         node_cpus[node].append(cpu)
     _write(root, "/sys/devices/system/cpu/online", f"0-{spec.cpus - 1}\n")
     node_mem_kb = spec.mem_bytes // spec.nodes // 1024
+    for extra_node in range(spec.nodes, spec.nodes + spec.cpuless_nodes):
+        node_cpus[extra_node] = []
     if spec.numa_sysfs:
         for node, cpus in node_cpus.items():
             base = f"/sys/devices/system/node/node{node}"
@@ -117,16 +126,21 @@ def build_host(root: Path, spec: HostSpec) -> Path:
             pages = f"{base}/hugepages/hugepages-2048kB"
             _write(root, f"{pages}/nr_hugepages", f"{spec.hugepages_2m // spec.nodes}\n")
             _write(root, f"{pages}/free_hugepages", f"{spec.hugepages_2m // spec.nodes}\n")
-            _write(root, f"{base}/hugepages/hugepages-1048576kB/nr_hugepages", "0\n")
-            _write(root, f"{base}/hugepages/hugepages-1048576kB/free_hugepages", "0\n")
-        _write(root, "/sys/devices/system/node/online", f"0-{spec.nodes - 1}\n")
+            gig = f"{base}/hugepages/hugepages-1048576kB"
+            _write(root, f"{gig}/nr_hugepages", f"{spec.hugepages_1g // spec.nodes}\n")
+            _write(root, f"{gig}/free_hugepages", f"{spec.hugepages_1g // spec.nodes}\n")
+        _write(root, "/sys/devices/system/node/online", f"0-{len(node_cpus) - 1}\n")
+    _write(root, "/sys/devices/system/cpu/isolated", f"{spec.isolated}\n")
+    _write(root, "/sys/devices/system/cpu/nohz_full", f"{spec.nohz_full}\n")
     mem_kb = spec.mem_bytes // 1024
+    # Reserved hugepages are not available to ordinary allocations.
+    huge_kb = spec.hugepages_2m * 2048 + spec.hugepages_1g * 1024 * 1024
     _write(
         root,
         "/proc/meminfo",
-        f"MemTotal:       {mem_kb} kB\n"
+        f"MemTotal:       {mem_kb + spec.cpuless_nodes * node_mem_kb} kB\n"
         f"MemFree:        {int(mem_kb * 0.9)} kB\n"
-        f"MemAvailable:   {int(mem_kb * spec.mem_available_fraction)} kB\n"
+        f"MemAvailable:   {max(0, int(mem_kb * spec.mem_available_fraction) - huge_kb)} kB\n"
         f"HugePages_Total:   {spec.hugepages_2m}\n"
         f"HugePages_Free:    {spec.hugepages_2m}\n"
         "Hugepagesize:       2048 kB\n",
@@ -149,6 +163,12 @@ def build_host(root: Path, spec: HostSpec) -> Path:
         _write(root, f"{base}/cpuset.cpus.effective", f"{cpuset}\n")
         memory = "max" if spec.cgroup_memory is None else str(spec.cgroup_memory)
         _write(root, f"{base}/memory.max", f"{memory}\n")
+        high = "max" if spec.memory_high is None else str(spec.memory_high)
+        _write(root, f"{base}/memory.high", f"{high}\n")
+        quota = "max 100000" if spec.cpu_quota is None else "%d %d" % spec.cpu_quota
+        _write(root, f"{base}/cpu.max", f"{quota}\n")
+        mems = spec.cgroup_mems or f"0-{spec.nodes + spec.cpuless_nodes - 1}"
+        _write(root, f"{base}/cpuset.mems.effective", f"{mems}\n")
     elif spec.cgroup == "v1":
         path = spec.cgroup_path
         _write(
@@ -161,6 +181,15 @@ def build_host(root: Path, spec: HostSpec) -> Path:
         _write(root, f"/sys/fs/cgroup/cpuset{suffix}/cpuset.cpus", f"{cpuset}\n")
         limit = 9223372036854771712 if spec.cgroup_memory is None else spec.cgroup_memory
         _write(root, f"/sys/fs/cgroup/memory{suffix}/memory.limit_in_bytes", f"{limit}\n")
+        quota, period = spec.cpu_quota or (-1, 100000)
+        _write(root, f"/sys/fs/cgroup/cpu,cpuacct{suffix}/cpu.cfs_quota_us", f"{quota}\n")
+        _write(root, f"/sys/fs/cgroup/cpu,cpuacct{suffix}/cpu.cfs_period_us", f"{period}\n")
+        if spec.cgroup_mems:
+            _write(
+                root,
+                f"/sys/fs/cgroup/cpuset{suffix}/cpuset.effective_mems",
+                f"{spec.cgroup_mems}\n",
+            )
     _write(
         root,
         "/proc/self/status",
