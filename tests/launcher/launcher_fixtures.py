@@ -165,7 +165,7 @@ def build_host(root: Path, spec: HostSpec) -> Path:
         _write(root, f"{base}/memory.max", f"{memory}\n")
         high = "max" if spec.memory_high is None else str(spec.memory_high)
         _write(root, f"{base}/memory.high", f"{high}\n")
-        quota = "max 100000" if spec.cpu_quota is None else "%d %d" % spec.cpu_quota
+        quota = "max 100000" if spec.cpu_quota is None else "{} {}".format(*spec.cpu_quota)
         _write(root, f"{base}/cpu.max", f"{quota}\n")
         mems = spec.cgroup_mems or f"0-{spec.nodes + spec.cpuless_nodes - 1}"
         _write(root, f"{base}/cpuset.mems.effective", f"{mems}\n")
