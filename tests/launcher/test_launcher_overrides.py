@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -134,3 +135,69 @@ def test_serve_execs_the_server_and_sigterm_stops_it(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_api_key_reaches_sglang_from_its_file_and_no_command_line(
+    host: Path, v4_flash: Path, tmp_path: Path
+) -> None:
+    """The key is in no argv (/proc/<pid>/cmdline), no environment and no server_args repr."""
+    key = "k3y-" + "9" * 40
+    key_file = tmp_path / "api-key"
+    key_file.write_text(key + "\n")
+    fake = tmp_path / "fake"
+    (fake / "sglang" / "srt").mkdir(parents=True)
+    (fake / "sglang" / "__init__.py").write_text("")
+    (fake / "sglang" / "srt" / "__init__.py").write_text("")
+    (fake / "sglang" / "srt" / "utils.py").write_text(
+        "def kill_process_tree(pid, include_parent=True):\n    pass\n"
+    )
+    (fake / "sglang" / "srt" / "server_args.py").write_text(
+        "import dataclasses\n"
+        "@dataclasses.dataclass\n"
+        "class ServerArgs:\n"
+        "    argv: list\n"
+        "    api_key: object = None\n"
+        "def prepare_server_args(argv):\n"
+        "    return ServerArgs(list(argv))\n"
+    )
+    (fake / "sglang" / "launch_server.py").write_text(
+        "import json, os\n"
+        "def run_server(server_args):\n"
+        "    with open('/proc/self/cmdline', 'rb') as handle:\n"
+        "        cmdline = handle.read().decode()\n"
+        "    report = {'cmdline': cmdline, 'env': dict(os.environ), 'repr': repr(server_args),\n"
+        "              'key': str(server_args.api_key)}\n"
+        "    open(os.environ['FAKE_REPORT'], 'w').write(json.dumps(report))\n"
+    )
+    report = tmp_path / "report.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{fake}{os.pathsep}{REPO / 'docker' / 'launcher'}",
+        "FAKE_REPORT": str(report),
+        "KTHYBRID_NUMA_POLICY": "none",
+        "KTHYBRID_API_KEY_FILE": str(key_file),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "kthybrid_serve", "--host-root", str(host), "--model",
+         str(v4_flash), "--gpu", RTX5090],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(report.read_text())
+    assert seen["key"] == key
+    assert "kthybrid_serve.sglang_entry" in seen["cmdline"]
+    assert key not in seen["cmdline"] and key not in json.dumps(seen["env"])
+    assert key not in seen["repr"] and "<redacted>" in seen["repr"]
+    assert key not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("content", ["", "short", "two words here and more", "é" * 20])
+def test_a_bad_api_key_file_is_one_line(
+    run_cli: Cli, host: Path, v4_flash: Path, tmp_path: Path, content: str
+) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text(content)
+    result = run_cli("plan", "--host-root", str(host), "--model", str(v4_flash),
+                     "--gpu", RTX5090, "--api-key-file", str(key_file))  # fmt: skip
+    assert result.code == 2, result.err
+    assert len(result.err.strip().splitlines()) == 1 and "KTHYBRID_API_KEY_FILE" in result.err

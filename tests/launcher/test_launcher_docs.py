@@ -1,0 +1,62 @@
+"""Advice names settings that exist: Helm values, compose keys and options named by the launcher."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from kthybrid_serve.settings import ENV_NAMES, OPTIONS
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCHER = REPO / "docker" / "launcher" / "kthybrid_serve"
+# Variables the launcher reads or names that are not options: set by the image, or refused.
+NOT_OPTIONS = {"KTHYBRID_TARGET", "KTHYBRID_TARGET_CC", "KTHYBRID_TARGETS_FILE",
+               "KTHYBRID_CONVERT_SCRIPT", "KTHYBRID_FOO_BAR", "KTHYBRID_OPTION"}  # fmt: skip
+HELM_PATH = re.compile(
+    r"\b(hostMemory|server|kt|hugepages|multiNode|resources|models|image|cache)\.[a-zA-Z.]+\b"
+)
+
+
+def chart_has(path: str) -> bool:
+    node: object = yaml.safe_load((REPO / "helm" / "kthybrid" / "values.yaml").read_text())
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def launcher_strings() -> list[str]:
+    """String literals of the launcher, f-string expressions removed."""
+    literals = [m for f in LAUNCHER.glob("*.py") for m in re.findall(r'"[^"\n]*"', f.read_text())]
+    return [re.sub(r"\{[^}]*\}", "", literal) for literal in literals]
+
+
+def test_every_helm_value_an_option_names_exists() -> None:
+    for option in OPTIONS:
+        if option.spec.helm:
+            assert chart_has(option.spec.helm), (option.env, option.spec.helm)
+
+
+def test_every_helm_value_a_message_names_exists() -> None:
+    named = {m.group(0).rstrip(".") for s in launcher_strings() for m in HELM_PATH.finditer(s)}
+    named = {n for n in named if not n.endswith((".py", ".json", ".yaml"))}
+    assert "hostMemory.limitGi" in named  # the memory-limit advice
+    for path in sorted(named):
+        assert chart_has(path), path
+
+
+def test_every_variable_a_message_names_is_an_option() -> None:
+    named = {v for s in launcher_strings() for v in re.findall(r"KTHYBRID_[A-Z_]+[A-Z]", s)}
+    assert named - NOT_OPTIONS, "the scan found no variable names"
+    for name in sorted(named - NOT_OPTIONS):
+        assert name in ENV_NAMES, name
+
+
+def test_the_readme_documents_every_exit_code() -> None:
+    from kthybrid_serve.errors import ALL_ERRORS
+
+    readme = (REPO / "docker" / "launcher" / "README.md").read_text()
+    for error in ALL_ERRORS:
+        assert re.search(rf"^\| {error.exit_code} \|", readme, flags=re.M), error.__name__
