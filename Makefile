@@ -5,7 +5,6 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
 ARCH ?= sm120
-ARCHS := sm89 sm90 sm100 sm120
 REPOSITORY ?= kthybrid
 IMAGE ?= $(REPOSITORY):$(ARCH)
 BASE_IMAGE ?= debian:bookworm-slim
@@ -15,6 +14,8 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 # Tests and scripts find the dev tools (shellcheck, hadolint, helm) the project installs.
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
+# The targets come from builder/targets.yaml, never from a list here.
+ARCHS = $(shell $(BIN)/python -m builder list --names)
 
 .PHONY: help
 help: ## Show this help

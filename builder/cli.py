@@ -13,6 +13,9 @@ from builder.matrix import load_targets, load_versions, select_target
 
 def _cmd_list(args: argparse.Namespace) -> int:
     targets = load_targets()
+    if args.names:
+        print(" ".join(targets))
+        return 0
     versions = load_versions()
     from builder.build import image_tags
 
@@ -97,9 +100,9 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("list", help="list the GPU targets and their image tags").set_defaults(
-        run=_cmd_list
-    )
+    listing = commands.add_parser("list", help="list the GPU targets and their image tags")
+    listing.add_argument("--names", action="store_true", help="only the names, on one line")
+    listing.set_defaults(run=_cmd_list)
 
     render = commands.add_parser("render", help="render Dockerfiles and targets copies")
     render.add_argument("--check", action="store_true", help="fail if committed files differ")

@@ -78,7 +78,7 @@ def _launcher_targets_json(
         "backends": {name: _needs(n) for name, n in needs.backends.items()},
         "model_types": {name: _needs(n) for name, n in needs.model_types.items()},
     }
-    body = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False)
+    body = json.dumps(data, indent=1, ensure_ascii=False)  # targets keep the data order
     # JSON has no comments: the note is the first key, on the first line.
     return (
         body.replace("{\n", "{" + json.dumps({"_generated": GENERATED_NOTE})[1:-1] + ",\n", 1)

@@ -68,7 +68,7 @@ def _fill(skeleton: str, target: Target) -> str:
     return skeleton
 
 
-@pytest.mark.parametrize("name", ["sm89", "sm90", "sm100", "sm120"])
+@pytest.mark.parametrize("name", list(load_targets()))
 def test_dockerfile_is_the_template_filled_with_its_target_fields_only(name: str) -> None:
     versions = load_versions()
     skeleton = render_dockerfile(_sentinel_target(), versions)
