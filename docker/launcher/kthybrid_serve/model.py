@@ -4,39 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from kthybrid_serve.errors import ModelIncompleteError, WeightFormatError
 from kthybrid_serve.hostfs import read_regular
+from kthybrid_serve.shards import ShardHeader, TensorInfo, read_safetensors_header, read_whole
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
-# Headers are JSON and rarely above a few MB; a bigger value means a corrupt file.
-MAX_HEADER_BYTES = 100 * 1024**2
 MAX_CONFIG_BYTES = 4 * 1024**2
 MAX_INDEX_BYTES = 64 * 1024**2
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ROUTED = re.compile(r"(?:^|\.)experts\.")
 _LAYER = re.compile(r"(?:^|\.)layers\.([0-9]{1,9})\.")
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int
-    end: int = 0  # where its data ends in the shard's data region
-
-
-@dataclass(frozen=True)
-class ShardHeader:
-    file: str
-    tensors: tuple[TensorInfo, ...]
-    required_size: int  # 8 + header + data, what a complete file measures
 
 
 @dataclass(frozen=True)
@@ -85,62 +67,6 @@ class ModelFacts:
         return self.routed_bytes // (self.moe_layers * self.routed_experts)
 
 
-def _read(path: Path, limit: int, what: str, offset: int = 0, part: bool = False) -> bytes:
-    try:
-        raw = read_regular(path, limit, offset, part)
-    except ValueError as error:
-        raise ModelIncompleteError(f"{path} {error}; the {what} must be a regular file") from None
-    if raw is None:
-        raise ModelIncompleteError(f"{path} does not exist; the {what} is missing")
-    return raw
-
-
-def _tensor_info(path: Path, name: str, entry: object) -> TensorInfo:
-    """One header entry, checked: dtype, shape of naturals, two ordered non-negative offsets."""
-    bad = f"{path} has a corrupt safetensors header (tensor {name[:80]!r})"
-    if not isinstance(entry, dict):
-        raise ModelIncompleteError(f"{bad}: entry is not an object")
-    offsets, shape, dtype = entry.get("data_offsets"), entry.get("shape"), entry.get("dtype")
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(_natural(o) for o in offsets)
-        or offsets[0] > offsets[1]
-    ):
-        raise ModelIncompleteError(f"{bad}: data_offsets must be two ordered whole numbers >= 0")
-    if not isinstance(shape, list) or not all(_natural(d) for d in shape) or len(shape) > 8:
-        raise ModelIncompleteError(f"{bad}: shape must be a list of whole numbers >= 0")
-    if not isinstance(dtype, str) or not re.fullmatch(r"[A-Z0-9_]{1,16}", dtype):
-        raise ModelIncompleteError(f"{bad}: dtype must be a name such as BF16")
-    return TensorInfo(name, dtype, tuple(shape), offsets[1] - offsets[0], offsets[1])
-
-
-def _natural(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
-
-
-def read_safetensors_header(path: Path) -> ShardHeader:
-    """Only the header of a .safetensors file: 8-byte little-endian length, then JSON."""
-    raw = _read(path, 8, "safetensors shard", part=True)
-    if len(raw) != 8:
-        raise ModelIncompleteError(f"{path} is truncated (no safetensors header)")
-    (length,) = struct.unpack("<Q", raw)
-    if length > MAX_HEADER_BYTES:
-        raise ModelIncompleteError(f"{path} has a corrupt safetensors header (length {length})")
-    header_bytes = _read(path, length, "safetensors shard", offset=8, part=True)
-    if len(header_bytes) != length:
-        raise ModelIncompleteError(f"{path} is truncated inside its safetensors header")
-    try:
-        header = json.loads(header_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise ModelIncompleteError(f"{path} has a corrupt safetensors header (not JSON)") from None
-    if not isinstance(header, dict):
-        raise ModelIncompleteError(f"{path} has a corrupt safetensors header (not an object)")
-    tensors = [_tensor_info(path, str(k), v) for k, v in header.items() if k != "__metadata__"]
-    end = max((t.end for t in tensors), default=0)
-    return ShardHeader(file=path.name, tensors=tuple(tensors), required_size=8 + length + end)
-
-
 # Each config field the plan reads, with the range a real checkpoint can have.
 CONFIG_RANGES: dict[str, tuple[int, int]] = {
     "num_hidden_layers": (1, 4096),
@@ -179,7 +105,7 @@ def _config_int(config: dict[str, object], *names: str, default: int = 0) -> int
 
 
 def _load_json(path: Path, limit: int, what: str) -> object:
-    raw = _read(path, limit, what)
+    raw = read_whole(path, limit, what)
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -264,83 +190,102 @@ def _routed_format(tensors: list[TensorInfo]) -> str:
     return "UNKNOWN"
 
 
-def read_model(path: str) -> ModelFacts:
-    """Facts of a Hugging Face style model directory, reading only JSON and headers."""
-    model_dir = Path(path)
+def _config_text(config: dict[str, object], key: str, default: str) -> str:
+    """A name from config.json, printable and short (it reaches messages and the plan)."""
+    value = config.get(key)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if not isinstance(value, str) or not value:
+        return default
+    return "".join(c for c in value if c.isprintable())[:100] or default
+
+
+@dataclass(frozen=True)
+class _Tally:
+    routed: list[TensorInfo]
+    routed_bytes: int
+    mtp_routed: int
+    mtp_other: int
+    other: int
+
+
+def _tally(headers: list[ShardHeader], num_layers: int) -> _Tally:
+    """Bytes by kind: routed experts, the MTP layers' experts and the rest, and the rest."""
+    routed: list[TensorInfo] = []
+    sums = {"routed": 0, "mtp_routed": 0, "mtp_other": 0, "other": 0}
+    for tensor in (t for h in headers for t in h.tensors):
+        is_routed = _ROUTED.search(tensor.name) is not None and "shared" not in tensor.name
+        if _is_mtp(tensor.name, num_layers):
+            sums["mtp_routed" if is_routed else "mtp_other"] += tensor.nbytes
+        elif is_routed:
+            sums["routed"] += tensor.nbytes
+            routed.append(tensor)
+        else:
+            sums["other"] += tensor.nbytes
+    return _Tally(routed, sums["routed"], sums["mtp_routed"], sums["mtp_other"], sums["other"])
+
+
+def _read_config(model_dir: Path) -> dict[str, object]:
     if not model_dir.is_dir():
         raise ModelIncompleteError(
-            f"model directory {path} does not exist; mount the model there or set KTHYBRID_MODEL"
+            f"model directory {model_dir} does not exist; mount the model there or set "
+            "KTHYBRID_MODEL"
         )
     config_path = model_dir / "config.json"
     if not config_path.exists():
-        raise ModelIncompleteError(f"model directory {path} has no config.json")
+        raise ModelIncompleteError(f"model directory {model_dir} has no config.json")
     config = _load_json(config_path, MAX_CONFIG_BYTES, "config.json")
     if not isinstance(config, dict):
         raise ModelIncompleteError(f"{config_path} is not a JSON object")
+    return config
+
+
+def read_model(path: str) -> ModelFacts:
+    """Facts of a Hugging Face style model directory, reading only JSON and headers."""
+    model_dir = Path(path)
+    config = _read_config(model_dir)
     num_layers = _config_int(config, "num_hidden_layers", "n_layers")
     routed = _config_int(config, "n_routed_experts", "num_experts", "num_local_experts")
     first_dense = _config_int(config, "first_k_dense_replace")
     freq = max(1, _config_int(config, "moe_layer_freq", default=1))
     # Layers first_dense, first_dense + freq, ... below num_layers (arithmetic, not a list).
-    moe_layers = max(0, (num_layers - first_dense + freq - 1) // freq)
-    if routed == 0:
-        moe_layers = 0
+    moe_layers = max(0, (num_layers - first_dense + freq - 1) // freq) if routed else 0
     quant = config.get("quantization_config")
-    quant_method = str(quant.get("quant_method", "none")) if isinstance(quant, dict) else "none"
-    architectures = config.get("architectures")
-    architecture = (
-        str(architectures[0]) if isinstance(architectures, list) and architectures else "unknown"
-    )
-
     headers = read_headers(model_dir)
-    routed_tensors: list[TensorInfo] = []
-    routed_bytes = mtp_routed = mtp_other = other = 0
-    for header in headers:
-        for tensor in header.tensors:
-            is_routed = _ROUTED.search(tensor.name) is not None and "shared" not in tensor.name
-            if _is_mtp(tensor.name, num_layers):
-                if is_routed:
-                    mtp_routed += tensor.nbytes
-                else:
-                    mtp_other += tensor.nbytes
-            elif is_routed:
-                routed_bytes += tensor.nbytes
-                routed_tensors.append(tensor)
-            else:
-                other += tensor.nbytes
-    if routed and not routed_tensors:
+    tally = _tally(headers, num_layers)
+    if routed and not tally.routed:
         raise ModelIncompleteError(
             f"config.json of {path} declares {routed} routed experts but no shard holds "
             "expert tensors; the checkpoint is incomplete or not a MoE checkpoint"
         )
-    head_dim = _config_int(config, "head_dim")
-    if not head_dim:
-        heads = _config_int(config, "num_attention_heads", default=1)
-        head_dim = _config_int(config, "hidden_size") // max(1, heads)
+    heads = _config_int(config, "num_attention_heads", default=1)
+    head_dim = _config_int(config, "head_dim") or _config_int(config, "hidden_size") // heads
     return ModelFacts(
         path=str(model_dir.absolute()),
         served_name=model_dir.resolve().name or "model",
-        architecture=architecture,
-        model_type=str(config.get("model_type", "unknown")),
+        architecture=_config_text(config, "architectures", "unknown"),
+        model_type=_config_text(config, "model_type", "unknown"),
         num_layers=num_layers,
         moe_layers=moe_layers,
         routed_experts=routed,
         experts_per_token=_config_int(config, "num_experts_per_tok", "moe_k"),
         hidden_size=_config_int(config, "hidden_size"),
         moe_intermediate_size=_config_int(config, "moe_intermediate_size"),
-        quantization=quant_method,
-        expert_dtype=str(config.get("expert_dtype", "")),
+        quantization=_config_text(quant, "quant_method", "none")
+        if isinstance(quant, dict)
+        else "none",
+        expert_dtype=_config_text(config, "expert_dtype", ""),
         nextn_layers=_config_int(config, "num_nextn_predict_layers"),
         head_dim=head_dim,
         kv_heads=_config_int(config, "num_key_value_heads", default=1),
         kv_lora_rank=_config_int(config, "kv_lora_rank"),
         qk_rope_head_dim=_config_int(config, "qk_rope_head_dim"),
         shard_count=len(headers),
-        routed_bytes=routed_bytes,
-        mtp_routed_bytes=mtp_routed,
-        mtp_other_bytes=mtp_other,
-        other_bytes=other,
-        routed_format=_routed_format(routed_tensors),
+        routed_bytes=tally.routed_bytes,
+        mtp_routed_bytes=tally.mtp_routed,
+        mtp_other_bytes=tally.mtp_other,
+        other_bytes=tally.other,
+        routed_format=_routed_format(tally.routed),
         revision=read_revision(model_dir),
     )
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -15,58 +12,18 @@ from kthybrid_serve.command import (
     plan_env,
     sglang_argv,
 )
-from kthybrid_serve.errors import (
-    CpuIsaError,
-    GpuCountError,
-    MissingKernelError,
-    MissingToolError,
-    NoGpuError,
-    WeightFormatError,
-)
+from kthybrid_serve.errors import GpuCountError, NoGpuError, WeightFormatError
 from kthybrid_serve.gpu_budget import ExpertPlan, GpuRequest, plan_gpu_experts
 from kthybrid_serve.host import HostFacts
 from kthybrid_serve.memory import cpu_expert_bytes, host_memory_needed
+from kthybrid_serve.method import check_variant, choose_method
 from kthybrid_serve.model import CpuWeights, ModelFacts
 from kthybrid_serve.plan_items import BudgetLine, PlanItem
+from kthybrid_serve.runtime_needs import ImageFacts, check_runtime_needs
 from kthybrid_serve.settings import Settings
-from kthybrid_serve.targets import Needs, Target, TargetData
+from kthybrid_serve.targets import Target, TargetData
 from kthybrid_serve.threads import ThreadPlan, ThreadRequest, plan_threads
 from kthybrid_serve.units import gib
-
-AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512bw")
-AVX512_BF16_FLAGS = ("avx512f", "avx512bw", "avx512_bf16")
-VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
-    "amx": (*AMX_FLAGS, "avx512_vnni", "avx512_vbmi", "avx512_bf16"),
-    "avx512_bf16": ("avx512f", "avx512bw", "avx512_vnni", "avx512_vbmi", "avx512_bf16"),
-    "avx512_vbmi": ("avx512f", "avx512bw", "avx512_vnni", "avx512_vbmi"),
-    "avx512_vnni": ("avx512f", "avx512bw", "avx512_vnni"),
-    "avx512_base": ("avx512f", "avx512bw"),
-    "avx2": ("avx2",),
-}
-REBUILD_WITH_NVCC = (
-    "rebuild the image where nvidia/cuda:12.8.1-devel-ubuntu22.04 (or a mirror of it) can be "
-    "pulled (`python -m builder build --cuda-toolchain-image ...`)"
-)
-
-
-@dataclass(frozen=True)
-class ImageFacts:
-    """What the image the launcher runs in holds: its target, nvcc, optional modules."""
-
-    target: str | None  # KTHYBRID_TARGET; None in a checkout
-    nvcc: str | None
-    modules: frozenset[str]  # the backends' optional Python modules that import here
-
-
-def read_image(environ: Mapping[str, str], data: TargetData) -> ImageFacts:
-    wanted = {n.python_module for n in data.backends.values() if n.python_module}
-    found = frozenset(m for m in wanted if importlib.util.find_spec(m) is not None)
-    path = environ.get("PATH", os.defpath)
-    cuda_home = environ.get("CUDA_HOME")
-    nvcc = shutil.which("nvcc", path=path) or (
-        shutil.which("nvcc", path=os.path.join(cuda_home, "bin")) if cuda_home else None
-    )
-    return ImageFacts(environ.get("KTHYBRID_TARGET") or None, nvcc, found)
 
 
 @dataclass(frozen=True)
@@ -93,67 +50,6 @@ class Plan:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def has_flags(host: HostFacts, flags: tuple[str, ...]) -> bool:
-    return all(flag in host.isa_flags for flag in flags)
-
-
-def _method_mismatch(wanted: str, weights: CpuWeights) -> WeightFormatError:
-    if wanted in {"AMXINT4", "AMXINT8"} and weights.format == "MXFP4":
-        return WeightFormatError(
-            f"--kt-method {wanted} needs converted weights but {weights.path} holds the MXFP4 "
-            "checkpoint; run `kthybrid-serve convert` and set KTHYBRID_KT_WEIGHT_PATH to its "
-            "output, or use --kt-method MXFP4"
-        )
-    return WeightFormatError(
-        f"--kt-method {wanted} does not match the {weights.format} weights in {weights.path}; "
-        f"use --kt-method {weights.format} or point KTHYBRID_KT_WEIGHT_PATH at {wanted} weights"
-    )
-
-
-def choose_method(host: HostFacts, weights: CpuWeights, settings: Settings) -> PlanItem:
-    fmt, wanted = weights.format, settings.kt_method
-    if wanted is not None and wanted != fmt:
-        raise _method_mismatch(wanted, weights)
-    source = settings.source("kt_method") if wanted is not None else "planned"
-    if fmt in {"AMXINT4", "AMXINT8"}:
-        if not has_flags(host, AMX_FLAGS):
-            raise CpuIsaError(
-                f"{fmt} weights in {weights.path} need a CPU with AMX (amx_tile, amx_int8); this "
-                f"CPU ({host.cpu_model}) has none; serve the original checkpoint with "
-                "--kt-method MXFP4 --kt-weight-path <model dir> instead"
-            )
-        return PlanItem("--kt-method", fmt, f"weights are {fmt}; the CPU has AMX", source)
-    if fmt in {"MXFP4", "BF16", "FP8"} and "avx2" not in host.isa_flags:
-        raise CpuIsaError(
-            f"{fmt} CPU experts need at least AVX2 and this CPU ({host.cpu_model}) lacks it; "
-            "no kt-kernel method works on this CPU"
-        )
-    if fmt == "MXFP4":
-        if has_flags(host, AVX512_BF16_FLAGS):
-            why = "MXFP4 checkpoint; AVX512-BF16 fast path available"
-        else:
-            missing = [f for f in AVX512_BF16_FLAGS if f not in host.isa_flags]
-            why = f"MXFP4 checkpoint; AVX2 fallback kernel (no {', '.join(missing)}: slower)"
-        if has_flags(host, AMX_FLAGS):
-            why += "; AMX present: AMXINT4 (`kthybrid-serve convert`) may be faster"
-        return PlanItem("--kt-method", "MXFP4", why, source)
-    if fmt in {"BF16", "FP8"}:
-        return PlanItem("--kt-method", fmt, f"weights are {fmt}", source)
-    raise WeightFormatError(
-        f"cannot tell the format of the CPU expert weights in {weights.path}; set --kt-method"
-    )
-
-
-def _check_variant(host: HostFacts, settings: Settings) -> None:
-    variant = settings.kt_cpu_variant
-    if variant is not None and not has_flags(host, VARIANT_FLAGS[variant]):
-        missing = [f for f in VARIANT_FLAGS[variant] if f not in host.isa_flags]
-        raise CpuIsaError(
-            f"--kt-cpu-variant {variant} needs {', '.join(missing)}, which this CPU lacks; "
-            "leave KTHYBRID_KT_CPU_VARIANT unset so kt-kernel picks what the CPU has"
-        )
-
-
 def _tp(host: HostFacts, settings: Settings) -> tuple[int, int]:
     """(tp, GPUs used on this node)."""
     nnodes = settings.nnodes
@@ -169,54 +65,6 @@ def _tp(host: HostFacts, settings: Settings) -> tuple[int, int]:
     return tp, local
 
 
-def _runtime_needs(
-    target: Target | None, model: ModelFacts, data: TargetData, full_layers_on_gpu: bool
-) -> list[tuple[str, Needs]]:
-    """(what, needs) for the model's own code and the backends this plan runs."""
-    needs = []
-    if model.model_type in data.model_types:
-        needs.append((f"{model.model_type} model code", data.model_types[model.model_type]))
-    if target is None or model.model_type != "deepseek_v4":
-        return needs
-    roles = dict(target.backends)
-    used = ["nsa", "nsa_indexer"]
-    if model.routed_format == "MXFP4":
-        used += ["mxfp4_moe"] + (["mxfp4_prefill"] if full_layers_on_gpu else [])
-    for role in used:
-        needs.append((f"{roles[role]} ({role.replace('_', ' ')})", data.backends[roles[role]]))
-    return needs
-
-
-def check_runtime_needs(
-    target: Target | None,
-    model: ModelFacts,
-    data: TargetData,
-    image: ImageFacts,
-    full_layers_on_gpu: bool,
-) -> PlanItem:
-    """Refuse, before anything loads, a plan whose paths need what this image lacks."""
-    needs = _runtime_needs(target, model, data, full_layers_on_gpu)
-    if image.target is None:
-        return PlanItem("runtime needs", "not checked",
-                        "not in an image (KTHYBRID_TARGET unset): nvcc and optional kernel "
-                        "packages are checked where the server runs")  # fmt: skip
-    for what, need in needs:
-        if need.python_module and need.python_module not in image.modules:
-            raise MissingKernelError(
-                f"{what} imports {need.python_module}, which this image lacks ({need.why}); "
-                f"the server would fail after minutes of loading. Serve {model.model_type} on "
-                "a GPU of another target (sm89, sm100, sm120) or add a working "
-                f"{need.python_module} wheel to the image"
-            )
-        if need.nvcc and image.nvcc is None:
-            raise MissingToolError(
-                f"{what} compiles CUDA kernels with nvcc at run time ({need.why}) and this "
-                f"image has no nvcc (built without the CUDA toolchain image); {REBUILD_WITH_NVCC}"
-            )
-    shown = ", ".join(what for what, _ in needs) or "none"
-    return PlanItem("runtime needs", "met", f"nvcc at {image.nvcc}; checked: {shown}")
-
-
 def _kt_side(
     host: HostFacts,
     weights: CpuWeights,
@@ -224,7 +72,7 @@ def _kt_side(
     gpus_local: int,
 ) -> tuple[PlanItem, ThreadPlan]:
     method_item = choose_method(host, weights, settings)
-    _check_variant(host, settings)
+    check_variant(host, settings)
     request = ThreadRequest(
         reserved_cores=settings.reserved_cores,
         cpuinfer=settings.kt_cpuinfer,

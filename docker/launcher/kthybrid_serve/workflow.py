@@ -9,8 +9,10 @@ from typing import TypeVar
 from kthybrid_serve.apikey import read_api_key
 from kthybrid_serve.errors import CpuIsaError, LauncherError
 from kthybrid_serve.host import HostFacts, read_host
+from kthybrid_serve.method import AMX_FLAGS, has_flags
 from kthybrid_serve.model import CpuWeights, ModelFacts, read_cpu_weights, read_model
-from kthybrid_serve.plan import AMX_FLAGS, ImageFacts, Plan, has_flags, make_plan, read_image
+from kthybrid_serve.plan import Plan, make_plan
+from kthybrid_serve.runtime_needs import ImageFacts, read_image
 from kthybrid_serve.settings import Settings
 from kthybrid_serve.targets import TargetData, load_target_data
 from kthybrid_serve.threads import ThreadRequest, plan_threads
