@@ -238,6 +238,9 @@ class ModelSpec:
     nextn: int = 1
     shards: int = 46
     attention_bytes_per_layer: int = 150 * 1000**2
+    # Another MoE model type (e.g. "qwen3_moe") has no DeepSeek-V4 run-time needs.
+    model_type: str = "deepseek_v4"
+    architecture: str = "DeepseekV4ForCausalLM"
 
 
 def _tensor(name: str, dtype: str, shape: list[int]) -> tuple[str, str, list[int], int]:
@@ -296,8 +299,8 @@ def build_model(directory: Path, spec: ModelSpec | None = None) -> Path:
     spec = spec or ModelSpec()
     directory.mkdir(parents=True, exist_ok=True)
     config = {
-        "architectures": ["DeepseekV4ForCausalLM"],
-        "model_type": "deepseek_v4",
+        "architectures": [spec.architecture],
+        "model_type": spec.model_type,
         "hidden_size": spec.hidden,
         "moe_intermediate_size": spec.inter,
         "n_routed_experts": spec.experts,
