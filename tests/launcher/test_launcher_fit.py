@@ -250,3 +250,20 @@ def test_json_refusals_print_one_json_object(
     }
     usage = run_cli("plan", "--port", "99999", "--json")
     assert json.loads(usage.out)["error"]["code"] == 2
+
+
+def test_the_downloaded_revision_is_shown(
+    run_cli: Cli, make_host: Callable[..., Path], tmp_path: Path
+) -> None:
+    from launcher_fixtures import ModelSpec, build_model
+
+    model = build_model(tmp_path / "m", ModelSpec(layers=4, experts=16, shards=2, nextn=0))
+    meta = model / ".cache" / "huggingface" / "download"
+    meta.mkdir(parents=True)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for name in ("config.json", "model-00001-of-00002.safetensors"):
+        (meta / f"{name}.metadata").write_text(f'{commit}\n"etag"\n1700000000.0\n')
+    host = make_host(cores_per_node=16, mem_bytes=512 * GB)
+    data = plan_json(run_cli, host, model, "--gpu", RTX5090)
+    assert data["model"]["revision"] == commit  # type: ignore[index]
+    assert reasons(data)["model revision"] == "recorded by `hf download`"

@@ -70,6 +70,7 @@ def check_runtime_needs(
         return PlanItem("runtime needs", "not checked",
                         "not in an image (KTHYBRID_TARGET unset): nvcc and optional kernel "
                         "packages are checked where the server runs")  # fmt: skip
+    # Missing packages first: no rebuild with the CUDA toolchain fixes those.
     for what, need in needs:
         if need.python_module and need.python_module not in image.modules:
             raise MissingKernelError(
@@ -78,6 +79,7 @@ def check_runtime_needs(
                 "a GPU of another target (sm89, sm100, sm120) or add a working "
                 f"{need.python_module} wheel to the image"
             )
+    for what, need in needs:
         if need.nvcc and image.nvcc is None:
             raise MissingToolError(
                 f"{what} compiles CUDA kernels with nvcc at run time ({need.why}) and this "
