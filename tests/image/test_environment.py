@@ -86,5 +86,5 @@ def test_launcher_carries_the_targets_the_builder_rendered(run_in_image: Any) ->
         "print(sorted(t.name for t in load_target_data().targets))"
     )
     result = run_in_image(["python", "-c", script])
-    assert result.rc == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == str(sorted(load_targets()))
