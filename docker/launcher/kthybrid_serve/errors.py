@@ -85,6 +85,12 @@ class MissingKernelError(LauncherError):
     exit_code = 25
 
 
+class DiskSpaceError(LauncherError):
+    """Not enough free space on the file system the converter writes to."""
+
+    exit_code = 26
+
+
 ALL_ERRORS: tuple[type[LauncherError], ...] = (
     UsageError,
     NoGpuError,
@@ -103,4 +109,5 @@ ALL_ERRORS: tuple[type[LauncherError], ...] = (
     MissingToolError,
     GpuCountError,
     MissingKernelError,
+    DiskSpaceError,
 )
