@@ -49,6 +49,9 @@ class Spec:
     shards: int = 3
     style: str = "v4"
     seed: int = 20260511
+    # Uniform random bytes and scales instead of quantized Gaussians: the same format, made
+    # fast enough for full-size layers (benchmarks), not for accuracy checks.
+    random_codes: bool = False
 
 
 def decode_mxfp4(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -73,7 +76,12 @@ def encode_mxfp4(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return weight, (exponent + 127).astype(np.uint8)
 
 
-def _mxfp4(rng: np.random.Generator, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+def _mxfp4(
+    rng: np.random.Generator, rows: int, cols: int, random_codes: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    if random_codes:
+        weight = rng.integers(0, 256, size=(rows, cols // 2), dtype=np.uint8)
+        return weight, rng.integers(119, 124, size=(rows, cols // GROUP), dtype=np.uint8)
     return encode_mxfp4(rng.standard_normal((rows, cols)) / np.sqrt(cols))
 
 
@@ -179,7 +187,7 @@ def write_checkpoint(directory: Path, spec: Spec | None = None) -> Path:
                     if proj == "down"
                     else (spec.intermediate, spec.hidden)
                 )
-                weight, scale = _mxfp4(rng, rows, cols)
+                weight, scale = _mxfp4(rng, rows, cols, spec.random_codes)
                 tensors[expert_key(spec, prefix, expert, proj, "weight")] = ("I8", weight)
                 tensors[expert_key(spec, prefix, expert, proj, "scale")] = ("F8_E8M0", scale)
         groups.append(tensors)

@@ -101,6 +101,11 @@ def memory_per_layer(geometry: Geometry) -> int:
     return 2 * values + 2 * values + values // 2 + values // 6 + 64 * 1024**2
 
 
+def size_text(size: int) -> str:
+    """Bytes for a one-line message: GiB from 1 GiB up, MiB below (tiny models, small disks)."""
+    return gib(size) if size >= 1024**3 else f"{size / 1024**2:.1f} MiB"
+
+
 def _free_bytes(path: Path) -> int:
     probe = path
     while not probe.exists():
@@ -108,7 +113,7 @@ def _free_bytes(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def _manifest_for(checkpoint: Checkpoint, geometry: Geometry) -> Manifest:
+def manifest_for(checkpoint: Checkpoint, geometry: Geometry) -> Manifest:
     return Manifest(
         format_version=FORMAT_VERSION,
         method=METHOD,
@@ -165,7 +170,7 @@ def plan_conversion(request: ConvertRequest) -> ConversionPlan:
     dims = checkpoint.dims
     geometry = Geometry(dims.experts, dims.hidden, dims.intermediate, len(request.numa_nodes))
     check_geometry(geometry)
-    wanted = _manifest_for(checkpoint, geometry)
+    wanted = manifest_for(checkpoint, geometry)
     _check_existing(output, wanted)
 
     finished = layer_dirs(output)
@@ -187,15 +192,15 @@ def plan_conversion(request: ConvertRequest) -> ConversionPlan:
     free = _free_bytes(output) + reclaim
     if needed > free:
         raise DiskSpaceError(
-            f"not enough free space for {output}: {remaining} layers of AMX-INT4 experts need "
-            f"{gib(needed)}, the file system has {gib(free)} free; free space or choose "
-            "another --output"
+            f"not enough free space for {output}: {remaining} layers of AMX-INT4 experts "
+            f"need {size_text(needed)}, the file system has {size_text(free)} free; free "
+            "space or choose another --output"
         )
     per_layer = memory_per_layer(geometry)
     if remaining and request.memory_available is not None and per_layer > request.memory_available:
         raise HostMemoryError(
-            f"converting one layer needs {gib(per_layer)} of host memory (its bf16 experts "
-            f"twice and their INT4 form), {gib(request.memory_available)} is available; "
+            f"converting one layer needs {size_text(per_layer)} of host memory (its bf16 experts "
+            f"twice and their INT4 form), {size_text(request.memory_available)} is available; "
             "free memory or raise the container's limit"
         )
     return ConversionPlan(request, checkpoint, geometry, tuple(plans), needed, free, per_layer)
@@ -273,7 +278,7 @@ def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult
     torch.set_num_threads(max(1, request.threads))
     output, staging = request.output, request.output / STAGING
     staging.mkdir(parents=True, exist_ok=True)
-    write_atomically(output / MANIFEST, _manifest_for(plan.checkpoint, geometry).to_json())
+    write_atomically(output / MANIFEST, manifest_for(plan.checkpoint, geometry).to_json())
     log = scratch_log(output)
     quantizer = Quantizer(kt, request.threads, list(request.numa_nodes), log)
     dims = plan.checkpoint.dims
@@ -283,7 +288,7 @@ def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult
         f"converting {len(plan.todo)} of {len(plan.layers)} MoE layers of {request.model} to "
         f"{METHOD} in {output}: {len(request.numa_nodes)} pools, {request.threads} threads, "
         f"dequantizing on {device}, kt-kernel {kt.version} ({kt.variant}); "
-        f"{gib(plan.needed_bytes)} to write, {gib(plan.free_bytes)} free\n"
+        f"{size_text(plan.needed_bytes)} to write, {size_text(plan.free_bytes)} free\n"
     )
     progress = Progress(len(plan.layers), done, out)
     started = time.monotonic()
