@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from kthybrid_serve.convert.checkpoint import Checkpoint, SourceLayer, TensorRef, read_checkpoint
+from kthybrid_serve.convert.checkpoint import (
+    GROUP,
+    Checkpoint,
+    SourceLayer,
+    TensorRef,
+    read_checkpoint,
+)
 from kthybrid_serve.convert.layout import (
     FORMAT_VERSION,
     LAYER_MARKER,
@@ -241,17 +247,23 @@ def _read_into(ref: TensorRef, target: Any) -> None:
             got += count
 
 
-def _load_projection(layer: SourceLayer, proj: str, pin: bool) -> tuple[Any, Any]:
-    import torch
-
+def _load_projection(layer: SourceLayer, proj: str, weights: Any, scales: Any) -> tuple[Any, Any]:
+    """The projection's MXFP4 bytes of every expert, read into the reused flat buffers."""
     first = layer.experts[0][proj]
     experts = len(layer.experts)
-    weights = torch.empty((experts, *first.weight.shape), dtype=torch.uint8, pin_memory=pin)
-    scales = torch.empty((experts, *first.scale.shape), dtype=torch.uint8, pin_memory=pin)
+    w = weights[: experts * first.weight.nbytes].view(experts, *first.weight.shape)
+    s = scales[: experts * first.scale.nbytes].view(experts, *first.scale.shape)
     for expert, projections in enumerate(layer.experts):
-        _read_into(projections[proj].weight, weights[expert])
-        _read_into(projections[proj].scale, scales[expert])
-    return weights, scales
+        _read_into(projections[proj].weight, w[expert])
+        _read_into(projections[proj].scale, s[expert])
+    return w, s
+
+
+def _rows_cols(proj: str, geometry: Geometry) -> tuple[int, int]:
+    """kt-kernel's bf16 input shapes: gate and up [intermediate, hidden], down the reverse."""
+    if proj == "down":
+        return geometry.hidden, geometry.intermediate
+    return geometry.intermediate, geometry.hidden
 
 
 def _pick_device(wanted: str) -> str:
@@ -290,6 +302,16 @@ def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult
         f"dequantizing on {device}, kt-kernel {kt.version} ({kt.variant}); "
         f"{size_text(plan.needed_bytes)} to write, {size_text(plan.free_bytes)} free\n"
     )
+    # Buffers reused by every layer (all have the same shapes): the MXFP4 bytes of one
+    # projection (pinned, for fast copies to the GPU) and the bf16 experts kt-kernel reads.
+    values = geometry.experts * geometry.hidden * geometry.intermediate
+    pin = device == "cuda"
+    source_weights = torch.empty(values // 2, dtype=torch.uint8, pin_memory=pin)
+    source_scales = torch.empty(values // GROUP, dtype=torch.uint8, pin_memory=pin)
+    bf16 = {
+        proj: torch.empty((geometry.experts, *_rows_cols(proj, geometry)), dtype=torch.bfloat16)
+        for proj in ("gate", "up", "down")
+    }
     progress = Progress(len(plan.layers), done, out)
     started = time.monotonic()
     layer_seconds: dict[int, dict[str, float]] = {}
@@ -312,10 +334,9 @@ def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult
         progress.working(layer.name)
         times: dict[str, float] = {}
         t0 = time.monotonic()
-        bf16: dict[str, Any] = {}
         for proj in ("gate", "up", "down"):
             t = time.monotonic()
-            weights, scales = _load_projection(layer, proj, pin=device == "cuda")
+            weights, scales = _load_projection(layer, proj, source_weights, source_scales)
             times["read"] = times.get("read", 0.0) + time.monotonic() - t
             bad = nan_scale_count(scales)
             if bad:
@@ -324,8 +345,6 @@ def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult
                     "corrupt, download it again"
                 )
             t = time.monotonic()
-            experts, rows, half = weights.shape
-            bf16[proj] = torch.empty((experts, rows, half * 2), dtype=torch.bfloat16)
             dequantize(weights, scales, device, bf16[proj])
             if device == "cuda":
                 torch.cuda.synchronize()
@@ -347,7 +366,6 @@ def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult
                 f"its log says: {log_tail(log) or 'nothing'}"
             ) from error
         times["quantize_write"] = time.monotonic() - t
-        del bf16
         t = time.monotonic()
         problems = [p for p in layer_problems(staged, geometry) if LAYER_MARKER not in p]
         if problems:
@@ -376,6 +394,7 @@ def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult
         layer_seconds[layer.index] = times
         progress.layer_done(layer.name, times["total"])
     progress.finish()
+    del bf16, source_weights, source_scales
     shutil.rmtree(staging, ignore_errors=True)
     log.unlink(missing_ok=True)
     seconds = time.monotonic() - started
