@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from kthybrid_serve import __version__
 from kthybrid_serve.errors import LauncherError, UsageError
-from kthybrid_serve.external import chat_argv, convert_argv, find_convert_script
+from kthybrid_serve.external import chat_argv
 from kthybrid_serve.report import (
     checks_json,
     error_json,
@@ -28,7 +28,7 @@ COMMANDS = {
     "serve": "print the plan, check it, then exec the server (the default)",
     "plan": "print the plan with a reason for each value",
     "doctor": "run every check and report each",
-    "convert": "convert the MXFP4 experts to AMXINT4 with kt-kernel's converter",
+    "convert": "convert the MXFP4 routed experts to kt-kernel's AMXINT4 layout (resumable)",
     "chat": "chat with the running server from the terminal",
 }
 
@@ -139,16 +139,15 @@ def run_doctor(settings: Settings, as_json: bool) -> int:
 
 
 def run_convert(settings: Settings) -> int:
-    model, threads, pools = prepare_conversion(settings, os.environ)
-    output = settings.output or f"{model.path.rstrip('/')}-AMXINT4"
-    argv = convert_argv(find_convert_script(os.environ), model.path, output, threads, pools)
-    print("converting:", " ".join(argv), flush=True)
-    print(
-        f"then serve with KTHYBRID_KT_WEIGHT_PATH={output} KTHYBRID_KT_METHOD=AMXINT4 "
-        f"KTHYBRID_KT_THREADPOOL_COUNT={pools}",
-        flush=True,
-    )
-    return _exec(argv, os.environ)
+    from kthybrid_serve.convert import convert, plan_conversion
+
+    request, notes = prepare_conversion(settings)
+    if settings.kt_cpu_variant is not None:
+        os.environ["KT_KERNEL_CPU_VARIANT"] = settings.kt_cpu_variant  # read by kt-kernel's import
+    for note in notes:
+        print(note, flush=True)
+    convert(plan_conversion(request))
+    return 0
 
 
 def run_chat(settings: Settings) -> int:

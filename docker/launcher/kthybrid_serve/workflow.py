@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from kthybrid_serve.apikey import read_api_key
+from kthybrid_serve.convert.run import ConvertRequest
 from kthybrid_serve.errors import CpuIsaError, LauncherError
 from kthybrid_serve.host import HostFacts, read_host
 from kthybrid_serve.method import AMX_FLAGS, has_flags
@@ -15,7 +17,7 @@ from kthybrid_serve.plan import Plan, make_plan
 from kthybrid_serve.runtime_needs import ImageFacts, read_image
 from kthybrid_serve.settings import Settings
 from kthybrid_serve.targets import TargetData, load_target_data
-from kthybrid_serve.threads import ThreadRequest, plan_threads
+from kthybrid_serve.threads import ThreadRequest, cpu_budget, plan_threads
 from kthybrid_serve.validate import (
     Check,
     check_cache,
@@ -135,25 +137,63 @@ def doctor(settings: Settings, environ: Mapping[str, str]) -> list[Check]:
     return checks
 
 
-def conversion_threads(host: HostFacts) -> tuple[int, int]:
-    """Threads and pools for the converter: every allowed physical core, one pool per node."""
-    if not has_flags(host, AMX_FLAGS):
-        raise CpuIsaError(
-            f"AMXINT4 weights can only be served on a CPU with AMX and this one ({host.cpu_model}) "
-            "has none; serve the MXFP4 checkpoint directly (--kt-method MXFP4), no conversion"
-        )
-    threads = plan_threads(host, ThreadRequest(reserved_cores=0), gpus_local=0)
-    return threads.cpuinfer, len(threads.nodes)
+# kt-kernel's AMX-INT4 quantizer (BufferBInt4Impl::from_mat) is AVX-512 code: its AVX-512
+# builds write the same files as its AMX build (checked on an AMX host, evidence/h200).
+QUANTIZER_FLAGS = ("avx512f", "avx512bw")
 
 
-def prepare_conversion(
-    settings: Settings, environ: Mapping[str, str]
-) -> tuple[ModelFacts, int, int]:
-    data = load_target_data()
+def conversion_threads(settings: Settings, host: HostFacts) -> tuple[int, tuple[int, ...]]:
+    """Threads and NUMA node per pool for the converter: every allowed physical core (nothing
+    is reserved: no server runs beside it), one pool per node unless the pool count is given.
+    A given pool count above this host's nodes converts for another host: the pools then share
+    this host's nodes (the files depend on the pool count only)."""
+    cores = host.physical_cores_by_node()
+    pools = settings.kt_threadpool_count
+    if pools is not None and pools > len(cores) and settings.kt_numa_nodes is None:
+        here = sorted(cores)
+        nodes = tuple(here[i % len(here)] for i in range(pools))
+        budget = cpu_budget(host, ThreadRequest(reserved_cores=0), gpus_local=0)
+        return max(pools, settings.kt_cpuinfer or budget.threads), nodes
+    request = ThreadRequest(
+        reserved_cores=0,
+        cpuinfer=settings.kt_cpuinfer,
+        pools=pools,
+        nodes=settings.kt_numa_nodes,
+    )
+    planned = plan_threads(host, request, gpus_local=0)
+    return planned.cpuinfer, planned.nodes
+
+
+def prepare_conversion(settings: Settings) -> tuple[ConvertRequest, list[str]]:
+    """What `convert` converts, where, with which threads and pools; notes to print first.
+
+    The GPU is optional (the experts are dequantized on the CPU without one); the CPU needs
+    AVX-512 for kt-kernel's quantizer, and AMX only where the result is served.
+    """
     host = _host(settings)
-    error = first_failure(preflight_checks(host, data, environ)[:1])
-    if error is not None:
-        raise error  # the converter dequantizes on the GPU
-    model = read_model(settings.model)
-    threads, pools = conversion_threads(host)
-    return model, threads, pools
+    if not has_flags(host, QUANTIZER_FLAGS):
+        raise CpuIsaError(
+            f"this CPU ({host.cpu_model}) has neither AMX, which serving AMXINT4 weights needs, "
+            "nor AVX512F+AVX512BW, which kt-kernel's AMX-INT4 quantizer needs; serve the MXFP4 "
+            "checkpoint directly (--kt-method MXFP4), no conversion"
+        )
+    notes = []
+    if not has_flags(host, AMX_FLAGS):
+        notes.append(
+            f"note: this CPU ({host.cpu_model}) has no AMX: it writes the same AMX-INT4 files "
+            "as an AMX CPU, but only a CPU with AMX can serve them"
+        )
+    threads, nodes = conversion_threads(settings, host)
+    model = Path(settings.model)
+    output = Path(settings.output) if settings.output else Path(f"{model.absolute()}-AMXINT4")
+    available = host.memory_available_bytes()
+    if host.cgroup.memory_limit is not None:
+        available = min(available, host.cgroup.memory_limit)
+    request = ConvertRequest(
+        model=model,
+        output=output,
+        threads=threads,
+        numa_nodes=nodes,
+        memory_available=available,
+    )
+    return request, notes

@@ -272,20 +272,21 @@ def _pick_device(wanted: str) -> str:
     if wanted == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise LauncherError("--convert-device cuda was asked for but torch sees no CUDA device")
+        raise LauncherError("dequantizing on cuda was asked for but torch sees no CUDA device")
     return wanted
 
 
 def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult:
     """Carry out a plan from `plan_conversion`; prints progress to `stream`."""
+    from kthybrid_serve.convert.kt import Quantizer, load_kt_kernel, log_tail, scratch_log
+
+    kt = load_kt_kernel()  # first: it refuses cleanly where kt-kernel (or torch) is missing
     import torch
 
     from kthybrid_serve.convert.dequant import dequantize, nan_scale_count
-    from kthybrid_serve.convert.kt import Quantizer, load_kt_kernel, log_tail, scratch_log
 
     out = stream or sys.stdout
     request, geometry = plan.request, plan.geometry
-    kt = load_kt_kernel()
     device = _pick_device(request.device)
     torch.set_num_threads(max(1, request.threads))
     output, staging = request.output, request.output / STAGING
