@@ -51,6 +51,9 @@ from kthybrid_serve.errors import (
 )
 from kthybrid_serve.units import gib
 
+# What an empty output directory may hold: our own staging and manifest, and the directory
+# ext4 puts at the root of a fresh volume.
+IGNORED = frozenset({STAGING, MANIFEST, "lost+found"})
 # Room for the manifests and the file system's own metadata, beyond the layers' bytes.
 SPACE_MARGIN = 64 * 1024**2
 
@@ -138,9 +141,7 @@ def _check_existing(output: Path, wanted: Manifest) -> None:
     existing = read_manifest(output)
     if existing is None:
         foreign = (
-            sorted(
-                entry.name for entry in output.iterdir() if entry.name not in {STAGING, MANIFEST}
-            )
+            sorted(entry.name for entry in output.iterdir() if entry.name not in IGNORED)
             if output.is_dir()
             else []
         )
