@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,12 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
+from kthybrid_serve.cli import main
 from kthybrid_serve.convert.layout import LAYER_MARKER, MANIFEST, STAGING, Geometry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launcher"))
+
+from launcher_fixtures import HostSpec, build_host
 
 pytestmark = pytest.mark.docker
 
@@ -224,3 +230,22 @@ def test_too_little_disk_is_refused_with_exit_26_before_anything_is_written(
     assert run.stdout.strip().endswith("exit=26"), run  # and /small is empty
     assert len(lines) == 1 and "4 layers of AMX-INT4 experts need 70.2 MiB" in lines[0], lines
     assert "the file system has 4.0 MiB free" in lines[0], lines
+
+
+def test_two_pools_convert_here_and_the_launcher_serves_them_with_amxint4_on_two_nodes(
+    convert_in_image: Any, tiny_v4: Path, workdir: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    run = convert_in_image(tiny_v4, "/work/p2", "--kt-threadpool-count", "2")
+    assert run.exit_code == 0, run
+    assert "2 pools" in run.stdout  # on this one-node host the two pools share node 0
+    assert sorted(p.name for p in (workdir / "p2" / "_layer_0").glob("_numa_*")) == [
+        "_numa_0", "_numa_1"
+    ]  # fmt: skip
+    host = build_host(tmp_path / "host", HostSpec(sockets=1, nodes_per_socket=2))
+    code = main(["plan", "--json", "--host-root", str(host), "--model", str(tiny_v4),
+                 "--kt-weight-path", str(workdir / "p2"), "--kt-num-gpu-experts", "4",
+                 "--gpu", "NVIDIA GeForce RTX 5090,32GiB,12.0"])  # fmt: skip
+    plan = json.loads(capsys.readouterr().out)
+    assert code == 0, plan
+    assert (plan["kt_method"], plan["kt_threadpool_count"]) == ("AMXINT4", 2)
