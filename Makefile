@@ -78,8 +78,8 @@ lint: venv ## ruff, mypy --strict, hadolint, shellcheck, yamllint, and the gener
 	$(BIN)/python -m builder render --check
 
 .PHONY: test-unit
-test-unit: venv ## Tests that need no Docker engine: builder, launcher
-	$(BIN)/pytest tests/builder tests/launcher -m "not docker" $(PYTEST_ARGS)
+test-unit: venv ## Tests that need no Docker engine: builder, launcher, converter
+	$(BIN)/pytest tests/builder tests/launcher tests/convert -m "not docker" $(PYTEST_ARGS)
 
 .PHONY: test
 test: lint tools image ## Everything: lint, then all tests against the image of ARCH (builds it first)
