@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from kthybrid_serve.cli import main
-from launcher_fixtures import HostSpec, ModelSpec, build_host, build_model
-
-RTX5090 = "NVIDIA GeForce RTX 5090,32607MiB,12.0"
-RTX4090 = "NVIDIA GeForce RTX 4090,24564MiB,8.9"
-H200 = "NVIDIA H200,143771MiB,9.0"
+from launcher_fixtures import HostSpec, ModelSpec, Result, build_host, build_model
 
 
 @pytest.fixture(scope="session")
@@ -43,19 +38,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("KTHYBRID_", "SGLANG_DSV4")) or name.endswith("_CUDA_ARCH_LIST"):
             monkeypatch.delenv(name)
-
-
-class Result:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code = code
-        self.out = out
-        self.err = err
-
-    @property
-    def json(self) -> dict[str, object]:
-        data = json.loads(self.out)
-        assert isinstance(data, dict)
-        return data
 
 
 @pytest.fixture

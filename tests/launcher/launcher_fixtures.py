@@ -13,6 +13,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+RTX5090 = "NVIDIA GeForce RTX 5090,32607MiB,12.0"
+RTX4090 = "NVIDIA GeForce RTX 4090,24564MiB,8.9"
+H200 = "NVIDIA H200,143771MiB,9.0"
+
 GB = 1000**3
 GIB = 1024**3
 
@@ -364,3 +368,16 @@ def build_amx_weights(directory: Path, layers: int, numa: int, experts: int = 4)
                     with (base / f"INT4_{proj}_{expert}_quant_.kt").open("wb") as handle:
                         handle.truncate(1024 * 1024)
     return directory
+
+
+class Result:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code = code
+        self.out = out
+        self.err = err
+
+    @property
+    def json(self) -> dict[str, object]:
+        data = json.loads(self.out)
+        assert isinstance(data, dict)
+        return data

@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import H200, RTX4090, RTX5090, Result
-from launcher_fixtures import GB, GIB
+from launcher_fixtures import GB, GIB, H200, RTX4090, RTX5090, Result
 
 Cli = Callable[..., Result]
 

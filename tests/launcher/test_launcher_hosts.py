@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import H200, RTX4090, RTX5090, Result
-from launcher_fixtures import AVX2_FLAGS, GB, ZEN4_FLAGS
+from launcher_fixtures import AVX2_FLAGS, GB, H200, RTX4090, RTX5090, ZEN4_FLAGS, Result
 
 Cli = Callable[..., Result]
 

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RTX5090, Result
-from launcher_fixtures import GB
+from launcher_fixtures import GB, RTX5090, Result
 
 Cli = Callable[..., Result]
 REPO = Path(__file__).resolve().parents[2]

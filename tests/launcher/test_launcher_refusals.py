@@ -8,12 +8,20 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import H200, RTX5090, Result
 from kthybrid_serve.cgroup import CgroupLimits
 from kthybrid_serve.host import Gpu, HostFacts
 from kthybrid_serve.targets import load_target_data
 from kthybrid_serve.validate import check_driver
-from launcher_fixtures import AVX2_FLAGS, GB, ModelSpec, build_amx_weights, build_model
+from launcher_fixtures import (
+    AVX2_FLAGS,
+    GB,
+    H200,
+    RTX5090,
+    ModelSpec,
+    Result,
+    build_amx_weights,
+    build_model,
+)
 
 Cli = Callable[..., Result]
 
