@@ -24,7 +24,8 @@ def test_every_pod_gets_nnodes_rank_and_leader_address(lws: dict[str, Any], role
         "fieldRef": {"fieldPath": "metadata.labels['leaderworkerset.sigs.k8s.io/worker-index']"}
     }
     assert env["KTHYBRID_DIST_INIT_ADDR"] == "$(LWS_LEADER_ADDRESS):20000"
-    assert env["KTHYBRID_TP_SIZE"] == "16"  # 8 GPUs x 2 nodes
+    # The launcher derives it: GPUs per pod times KTHYBRID_NNODES.
+    assert "KTHYBRID_TP_SIZE" not in env
 
 
 def test_group_size_and_restart_policy(lws: dict[str, Any]) -> None:
