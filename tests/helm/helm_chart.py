@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from builder.matrix import load_targets
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ NAMESPACE = "serving"
 KUBERNETES_VERSION = "1.33"
 
 SCENARIOS = sorted(p.name.removesuffix("-values.yaml") for p in SCENARIO_DIR.glob("*-values.yaml"))
-# The targets come from the data file the builder reads; the chart's files/targets.yaml is its render.
+# The targets come from the builder's data file; the chart's files/targets.yaml is its render.
 TARGETS = sorted(load_targets())
 DEFAULT_TARGET: str = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["target"]
 
@@ -129,7 +130,7 @@ def scalars(node: Any) -> Iterator[Any]:
 
 
 def merged_values(*values_files: Path) -> dict[str, Any]:
-    """values.yaml with the files layered on top, as helm merges them (maps deep, the rest replaced)."""
+    """values.yaml with the files on top, as helm merges them (maps deep, the rest replaced)."""
 
     def merge(base: Any, top: Any) -> Any:
         if isinstance(base, dict) and isinstance(top, dict):

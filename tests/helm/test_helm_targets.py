@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-from builder.matrix import TARGETS_FILE, load_targets, load_versions
-from builder.render import render_all
 from helm_chart import (
     CHART_DIR,
     DEFAULT_TARGET,
@@ -24,6 +22,9 @@ from helm_chart import (
     load_yaml,
     run_helm_template,
 )
+
+from builder.matrix import TARGETS_FILE, load_targets, load_versions
+from builder.render import render_all
 
 EXTRA_TARGET_DATA = Path(__file__).resolve().parents[1] / "builder" / "data" / "sm86-target.yaml"
 
@@ -40,14 +41,15 @@ def _retargeted(documents: list[dict[str, Any]], target: str) -> list[dict[str, 
     the image tag and the GPU products change, nothing else."""
     products = load_yaml(CHART_DIR / "files" / "targets.yaml")[target]["gpuProducts"]
     text = json.dumps(documents)
-    text = text.replace(f'"kthybrid.io/target": "{DEFAULT_TARGET}"', f'"kthybrid.io/target": "{target}"')
-    text = text.replace(f"-cu128-{DEFAULT_TARGET}\"", f'-cu128-{target}"')
+    label = '"kthybrid.io/target": "{}"'
+    text = text.replace(label.format(DEFAULT_TARGET), label.format(target))
+    text = text.replace(f'-cu128-{DEFAULT_TARGET}"', f'-cu128-{target}"')
     derived: list[dict[str, Any]] = json.loads(text)
     for doc in derived:
         if doc["kind"] == "Deployment":
-            spec = doc["spec"]["template"]["spec"]
-            terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-            terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] = copy.deepcopy(products)
+            affinity = doc["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+            terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            terms[0]["matchExpressions"][0]["values"] = copy.deepcopy(products)
     return derived
 
 
