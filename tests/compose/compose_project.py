@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.matrix import load_targets
+
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
-ARCHES = ("sm89", "sm90", "sm100", "sm120")
+# The targets of the builder's data file, whose render writes compose/arch/<ARCH>.env.
+ARCHES = tuple(load_targets())
 PROFILES = ("serve", "mtp", "download", "convert", "chat")
 LAYERS = ("compose.hugepages.yaml", "compose.gpu-ids.yaml", "compose.no-gpu.yaml")
 # On these CI machines the kernel refuses a locked-memory limit above 8 MiB.
