@@ -53,6 +53,7 @@ class ComposeProject:
     env_dir: Path
     settings: dict[str, str] = field(default_factory=env_example)
     name: str = field(default_factory=lambda: f"kthybrid-test-{uuid.uuid4().hex[:10]}")
+    compose_dir: Path = COMPOSE_DIR
 
     def set(self, **values: str) -> ComposeProject:
         self.settings.update(values)
@@ -71,7 +72,7 @@ class ComposeProject:
         argv = ["docker", "compose", "--env-file", str(self.env_file), "-p", self.name, *args]
         result = subprocess.run(
             argv,
-            cwd=COMPOSE_DIR,
+            cwd=self.compose_dir,
             env=_clean_environ(),
             capture_output=True,
             text=True,
