@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from compose_project import COMPOSE_DIR, LAYERS, PROFILES, ComposeProject, env_example
+from kthybrid_serve.settings import ENV_NAMES
 
 Compose = Callable[..., ComposeProject]
 HOME = "/home/kthybrid"
@@ -128,3 +129,16 @@ def test_the_download_revision_is_left_out_when_empty(services: dict[str, Any]) 
     download = services["download"]
     assert download["environment"]["HF_REVISION"] == ""
     assert "${HF_REVISION:+" in download["command"][0].replace("$$", "$")
+
+
+# Set by compose/arch/<ARCH>.env to prove ARCH is a known target; the launcher ignores it.
+COMPOSE_ONLY = {"KTHYBRID_COMPOSE_ARCH"}
+
+
+def test_every_kthybrid_variable_compose_sets_is_one_the_launcher_reads(
+    services: dict[str, Any],
+) -> None:
+    for name, service in services.items():
+        names = {k for k in service.get("environment", {}) if k.startswith("KTHYBRID_")}
+        unknown = names - ENV_NAMES - COMPOSE_ONLY
+        assert not unknown, f"{name}: {sorted(unknown)}"

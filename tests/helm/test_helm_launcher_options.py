@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-from helm_chart import Rendered, container, env_of
+from helm_chart import SCENARIOS, Rendered, container, env_of, pod_specs
+from kthybrid_serve.settings import ENV_NAMES
 
 OPTIONS = [
     ("server.contextLength", 131072, "KTHYBRID_CONTEXT_LENGTH", "131072"),
@@ -68,3 +69,15 @@ def test_extra_args_arrive_as_a_json_array_with_spaces_and_quotes_intact(
 
 def test_no_extra_args_leave_the_variable_out(default_render: Rendered) -> None:
     assert "KTHYBRID_EXTRA_ARGS" not in _server_env(default_render)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_kthybrid_variable_the_chart_sets_is_one_the_launcher_reads(
+    scenario_renders: dict[str, Rendered], scenario: str
+) -> None:
+    for where, spec in pod_specs(scenario_renders[scenario]):
+        if where.startswith("Pod/"):
+            continue  # the helm test pod runs its own script, not the launcher
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            names = {e["name"] for e in c.get("env", []) if e["name"].startswith("KTHYBRID_")}
+            assert names <= ENV_NAMES, f"{where} {c['name']}: {sorted(names - ENV_NAMES)}"
