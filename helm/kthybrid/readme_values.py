@@ -6,7 +6,10 @@
 Conventions (bitnami readme-generator style): `## @section Title` starts a
 table; `## @param dotted.path Description` documents one value, whose default
 is read from the parsed values.yaml. Every value must be documented: a key
-without a @param of its own needs @params for all of its children.
+without a @param of its own needs @params for all of its children. A @param
+may document an optional value that values.yaml leaves out (unset: the
+launcher's default); values.schema.json must then declare it, and the table
+shows its default as unset.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Param:
     path: str
     description: str
     default: Any
+    unset: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,16 @@ def _lookup(values: dict[str, Any], path: str) -> Any:
     return node
 
 
+def _in_schema(schema: dict[str, Any], path: str) -> bool:
+    node: Any = schema
+    for key in path.split("."):
+        properties = node.get("properties") if isinstance(node, dict) else None
+        if not isinstance(properties, dict) or key not in properties:
+            return False
+        node = properties[key]
+    return True
+
+
 def _value_paths(node: Any, prefix: str = "") -> list[str]:
     """Every dotted key path in values.yaml, parents included."""
     if not isinstance(node, dict):
@@ -66,8 +80,11 @@ def _value_paths(node: Any, prefix: str = "") -> list[str]:
     return paths
 
 
-def parse_values(values_text: str) -> list[Section]:
-    """Reads @section/@param comments and checks that they document every value."""
+def parse_values(values_text: str, schema: dict[str, Any] | None = None) -> list[Section]:
+    """Reads @section/@param comments and checks that they document every value.
+
+    With a schema, a @param for a key values.yaml leaves out documents an optional value.
+    """
     values = yaml.safe_load(values_text) or {}
     sections: list[Section] = []
     title, params = "Parameters", []
@@ -78,7 +95,12 @@ def parse_values(values_text: str) -> list[Section]:
             title, params = match["title"], []
         elif match := _PARAM.match(line):
             path = match["path"]
-            params.append(Param(path, match["description"], _lookup(values, path)))
+            try:
+                params.append(Param(path, match["description"], _lookup(values, path)))
+            except ValuesDocError:
+                if schema is None or not _in_schema(schema, path):
+                    raise
+                params.append(Param(path, match["description"], None, unset=True))
     if params:
         sections.append(Section(title, tuple(params)))
 
@@ -117,7 +139,8 @@ def render_table(sections: list[Section]) -> str:
         ]
         for p in section.params:
             description = p.description.replace("|", "\\|")
-            lines.append(f"| `{p.path}` | {description} | {_format_default(p.default)} |")
+            default = "unset" if p.unset else _format_default(p.default)
+            lines.append(f"| `{p.path}` | {description} | {default} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -140,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     readme_path = args.chart / "README.md"
     try:
-        sections = parse_values((args.chart / "values.yaml").read_text())
+        schema = json.loads((args.chart / "values.schema.json").read_text())
+        sections = parse_values((args.chart / "values.yaml").read_text(), schema)
         current = readme_path.read_text()
         wanted = update_readme(current, render_table(sections))
     except ValuesDocError as error:

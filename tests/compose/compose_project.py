@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.matrix import load_targets
+
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
-ARCHES = ("sm89", "sm90", "sm100", "sm120")
+# The targets of the builder's data file, whose render writes compose/arch/<ARCH>.env.
+ARCHES = tuple(load_targets())
 PROFILES = ("serve", "mtp", "download", "convert", "chat")
 LAYERS = ("compose.hugepages.yaml", "compose.gpu-ids.yaml", "compose.no-gpu.yaml")
 # On these CI machines the kernel refuses a locked-memory limit above 8 MiB.
@@ -50,6 +53,7 @@ class ComposeProject:
     env_dir: Path
     settings: dict[str, str] = field(default_factory=env_example)
     name: str = field(default_factory=lambda: f"kthybrid-test-{uuid.uuid4().hex[:10]}")
+    compose_dir: Path = COMPOSE_DIR
 
     def set(self, **values: str) -> ComposeProject:
         self.settings.update(values)
@@ -68,7 +72,7 @@ class ComposeProject:
         argv = ["docker", "compose", "--env-file", str(self.env_file), "-p", self.name, *args]
         result = subprocess.run(
             argv,
-            cwd=COMPOSE_DIR,
+            cwd=self.compose_dir,
             env=_clean_environ(),
             capture_output=True,
             text=True,

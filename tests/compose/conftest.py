@@ -14,6 +14,7 @@ import pytest
 from compose_project import ComposeProject
 
 DEFAULT_IMAGE = "kthybrid:sm120"
+API_KEY = "kthybrid-test-key-0123456789abcdef"
 NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
 
 
@@ -54,9 +55,14 @@ def compose(tmp_path: Path) -> Iterator[Callable[..., ComposeProject]]:
     """Factory of Compose projects; each is taken down (containers and volumes) afterwards."""
     projects: list[ComposeProject] = []
 
+    # The API key secret: a file UID 10000 can read, as the README says to make it.
+    api_key = tmp_path / "api-key"
+    api_key.write_text(API_KEY)
+    api_key.chmod(0o644)
+
     def make(**settings: str) -> ComposeProject:
         project = ComposeProject(env_dir=tmp_path)
-        project.set(**{"MODELS_DIR": str(tmp_path), **settings})
+        project.set(**{"MODELS_DIR": str(tmp_path), "API_KEY_FILE": str(api_key), **settings})
         projects.append(project)
         return project
 
@@ -69,7 +75,7 @@ def compose(tmp_path: Path) -> Iterator[Callable[..., ComposeProject]]:
 def models_dir() -> Iterator[Path]:
     """A host dir with a small DeepSeek-V4 shaped checkpoint (real headers, sparse data).
 
-    Not pytest's tmp_path: that is mode 0700 under root, and the image runs as uid 1000.
+    Not pytest's tmp_path: that is mode 0700 under root, and the services run as UID 10000.
     """
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launcher"))
     try:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from compose_project import ARCHES, LAYERS, PROFILES, ComposeProject
+import yaml
+from compose_project import ARCHES, COMPOSE_DIR, LAYERS, PROFILES, ComposeProject
+
+from builder.matrix import TARGETS_FILE, load_targets, load_versions
+from builder.render import render_all
+
+EXTRA_TARGET_DATA = Path(__file__).resolve().parents[1] / "builder" / "data" / "sm86-target.yaml"
 
 Compose = Callable[..., ComposeProject]
 
@@ -49,11 +59,6 @@ def test_mtp_profile_replaces_the_server(compose: Compose) -> None:
 
 
 def test_compose_files_pass_yamllint() -> None:
-    import subprocess
-    import sys
-
-    from compose_project import COMPOSE_DIR
-
     subprocess.run(
         [
             sys.executable,
@@ -66,3 +71,22 @@ def test_compose_files_pass_yamllint() -> None:
         ],
         check=True,
     )
+
+
+def test_an_extra_target_in_the_data_is_accepted_as_arch(tmp_path: Path) -> None:
+    """Adding a target is a data change only: the builder renders arch/<target>.env and
+    compose takes the new ARCH without an edit."""
+    data = yaml.safe_load(TARGETS_FILE.read_text())
+    data["targets"]["sm86"] = yaml.safe_load(EXTRA_TARGET_DATA.read_text())
+    targets_file = tmp_path / "targets.yaml"
+    targets_file.write_text(yaml.safe_dump(data, allow_unicode=True))
+    tree = tmp_path / "tree"
+    shutil.copytree(COMPOSE_DIR, tree / "compose", ignore=shutil.ignore_patterns("arch"))
+    for item in render_all(load_targets(targets_file), load_versions(), root=tree):
+        if item.relative.startswith("compose/"):
+            item.path.parent.mkdir(parents=True, exist_ok=True)
+            item.path.write_text(item.text)
+    project = ComposeProject(env_dir=tmp_path, compose_dir=tree / "compose")
+    project.set(ARCH="sm86", MODELS_DIR=str(tmp_path))
+    services = project.config(PROFILES)["services"]
+    assert {s["image"] for s in services.values()} == {"kthybrid:sm86"}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from compose_project import CI_MEMLOCK, ComposeProject
+from conftest import API_KEY
 
 Compose = Callable[..., ComposeProject]
 NO_GPU = "compose.yaml:compose.no-gpu.yaml"
@@ -117,3 +118,54 @@ def test_hugepages_layer_mounts_hugetlbfs(
         timeout=300,
     )
     assert " /dev/hugepages hugetlbfs " in result.stdout
+
+
+LOCKDOWN_PROBE = """
+id -u; id -g
+touch /probe 2>/dev/null && echo "/ writable" || echo "/ read-only"
+for dir in /tmp "$HOME" /cache; do touch "$dir/probe" && echo "$dir writable"; done
+grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status
+cat /run/secrets/kthybrid-api-key; echo
+"""
+
+
+def _run_shell(project: ComposeProject, service: str, script: str) -> str:
+    argv = ["run", "--rm", "--no-deps", "-T", "--entrypoint", "/bin/sh", service, "-c", script]
+    return project.run(argv, timeout=300).stdout
+
+
+def test_the_server_runs_as_10000_read_only_with_two_capabilities(
+    gpu_less: ComposeProject,
+) -> None:
+    lines = _run_shell(gpu_less, "server", LOCKDOWN_PROBE).splitlines()
+    assert lines[:2] == ["10000", "10000"]
+    assert "/ read-only" in lines
+    assert {"/tmp writable", "/home/kthybrid writable", "/cache writable"} <= set(lines)
+    status = dict(line.split(":\t") for line in lines if line.startswith(("Cap", "NoNew")))
+    # CAP_IPC_LOCK (14) and CAP_SYS_NICE (23) only, and never gained through exec.
+    assert int(status["CapBnd"], 16) == (1 << 14) | (1 << 23)
+    assert int(status["CapEff"], 16) == 0
+    assert status["NoNewPrivs"] == "1"
+    assert lines[-1] == API_KEY
+
+
+def test_the_download_passes_the_pinned_revision(gpu_less: ComposeProject, tmp_path: Path) -> None:
+    """The download service's own command line, with huggingface-cli replaced by one that
+    prints its arguments."""
+    fake_cli = tmp_path / "huggingface-cli"
+    fake_cli.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake_cli.chmod(0o755)
+    mount = f"{fake_cli}:/opt/venv/bin/huggingface-cli:ro"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+
+    def download_args(**settings: str) -> list[str]:
+        gpu_less.set(**settings)
+        result = gpu_less.run(
+            ["run", "--rm", "--no-deps", "-T", "-v", mount, "download"], timeout=300
+        )
+        return result.stdout.splitlines()
+
+    pinned = download_args(HF_REVISION=commit)
+    assert pinned[-2:] == ["--revision", commit]
+    assert pinned[:2] == ["download", "deepseek-ai/DeepSeek-V4-Flash"]
+    assert "--revision" not in download_args(HF_REVISION="")

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from builder.matrix import load_targets
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "helm" / "kthybrid"
 SCENARIO_DIR = CHART_DIR / "ci"
@@ -22,6 +24,9 @@ NAMESPACE = "serving"
 KUBERNETES_VERSION = "1.33"
 
 SCENARIOS = sorted(p.name.removesuffix("-values.yaml") for p in SCENARIO_DIR.glob("*-values.yaml"))
+# The targets come from the builder's data file; the chart's files/targets.yaml is its render.
+TARGETS = sorted(load_targets())
+DEFAULT_TARGET: str = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["target"]
 
 
 class RenderError(Exception):
@@ -45,9 +50,13 @@ class Rendered:
 
 
 def run_helm_template(
-    helm: Path, *values_files: Path, set_values: tuple[str, ...] = (), extra: tuple[str, ...] = ()
+    helm: Path,
+    *values_files: Path,
+    set_values: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
+    chart: Path = CHART_DIR,
 ) -> Rendered:
-    command = [str(helm), "template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE]
+    command = [str(helm), "template", RELEASE, str(chart), "--namespace", NAMESPACE]
     for values_file in values_files:
         command += ["--values", str(values_file)]
     for assignment in set_values:
@@ -96,3 +105,39 @@ def env_of(c: dict[str, Any]) -> dict[str, Any]:
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
+
+
+def shape(node: Any) -> Any:
+    """The structure of parsed YAML: mapping keys and list lengths, with scalars reduced to
+    their type. Two renders with the same shape have the same fields everywhere."""
+    if isinstance(node, dict):
+        return {key: shape(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [shape(item) for item in node]
+    return type(node).__name__
+
+
+def scalars(node: Any) -> Iterator[Any]:
+    """Every scalar in parsed YAML."""
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from scalars(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from scalars(item)
+    else:
+        yield node
+
+
+def merged_values(*values_files: Path) -> dict[str, Any]:
+    """values.yaml with the files on top, as helm merges them (maps deep, the rest replaced)."""
+
+    def merge(base: Any, top: Any) -> Any:
+        if isinstance(base, dict) and isinstance(top, dict):
+            return {**base, **{k: merge(base.get(k), v) for k, v in top.items()}}
+        return top
+
+    values: dict[str, Any] = load_yaml(CHART_DIR / "values.yaml")
+    for path in values_files:
+        values = merge(values, load_yaml(path) or {})
+    return values

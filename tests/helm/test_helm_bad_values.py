@@ -26,14 +26,9 @@ def test_budget_grown_past_an_explicit_limit_fails(render: Any) -> None:
     assert "at least 356" in message
 
 
-def test_unknown_target_is_refused_by_the_schema_with_the_known_targets(render: Any) -> None:
-    message = _error(render, "target=sm80")
-    assert "/target" in message and "sm90" in message and "sm120" in message
-
-
-def test_unknown_target_is_refused_by_the_chart_when_the_schema_is_skipped(render: Any) -> None:
-    message = _error(render, "target=sm80", skip_schema=True)
-    assert 'target "sm80" is not a kthybrid target: use one of sm100, sm120, sm89, sm90' in message
+def test_a_target_that_is_no_name_is_refused_by_the_schema(render: Any) -> None:
+    message = _error(render, "target=sm90\nhostNetwork: true")
+    assert "/target" in message
 
 
 def test_hugepages_without_a_size_fail(render: Any) -> None:
@@ -79,7 +74,66 @@ def test_conversion_without_a_weight_path_fails(render: Any) -> None:
         "kt.numaPolicy=spread",
         "capabilities.add={SYS_ADMIN}",
         "podSecurityContext.runAsUser=0",
+        "server.port=0",
+        "server.port=65536",
+        "multiNode.distInitPort=65531",
+        "server.memFractionStatic=1",
+        "server.contextLength=0",
+        "kt.weightPath=/elsewhere/weights",
+        "kt.method=INT3",
+        "image.digest=sha256:abc",
+        "models.pvc.size=lots",
+        "priorityClassName=Not_A_Name",
+        "readiness.path=health",
+        "hugepages.mountPath=relative/path",
+        "apiKey.secretKey=a/b",
     ],
 )
 def test_schema_refuses_values_outside_the_contract(render: Any, assignment: str) -> None:
     assert "values don't meet the specifications of the schema" in _error(render, assignment)
+
+
+def test_a_hostile_models_source_is_refused_by_the_chart_without_the_schema(render: Any) -> None:
+    message = _error(render, "models.source=nfs", skip_schema=True)
+    assert 'models.source="nfs" is not one of pvc, hostPath: pick one of them' in message
+
+
+def test_a_hostile_hugepage_size_is_refused_by_the_chart_without_the_schema(render: Any) -> None:
+    message = _error(
+        render,
+        "hugepages.enabled=true",
+        "hostMemory.hugepagesGi=8",
+        "hugepages.size=2Mi: x",
+        skip_schema=True,
+    )
+    assert 'hugepages.size="2Mi: x" is not a hugepage size: set it to 2Mi or 1Gi' in message
+
+
+@pytest.mark.parametrize("path", ["/tmp", "/cache", "/models", "/dev/shm", "/home/kthybrid/"])
+def test_hugepages_on_a_path_the_server_already_mounts_fail(render: Any, path: str) -> None:
+    message = _error(
+        render,
+        "hugepages.enabled=true",
+        "hugepages.size=2Mi",
+        "hostMemory.hugepagesGi=8",
+        f"hugepages.mountPath={path}",
+    )
+    assert f'hugepages.mountPath="{path}" is already a mount of the server container' in message
+
+
+def test_tp_size_not_divisible_by_the_group_fails(render: Any) -> None:
+    message = _error(
+        render,
+        "multiNode.enabled=true",
+        "models.source=hostPath",
+        "cache.source=emptyDir",
+        "multiNode.size=2",
+        "resources.gpus=8",
+        "server.tpSize=3",
+    )
+    assert "server.tpSize=3 is not divisible by the 2 pods of a group (multiNode.size)" in message
+
+
+def test_tp_size_above_the_gpus_fails(render: Any) -> None:
+    message = _error(render, "resources.gpus=1", "server.tpSize=2")
+    assert "server.tpSize=2 needs more GPUs than the 1 the pods get" in message

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
-from helm_chart import SCENARIOS, Rendered, container, env_of, pod_specs, server_pod_specs
+from helm_chart import (
+    REPO_ROOT,
+    SCENARIOS,
+    Rendered,
+    container,
+    env_of,
+    pod_specs,
+    server_pod_specs,
+)
 
 GI = 1024**3
+IMAGE_HOME = "/home/kthybrid"
 UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": GI, "Ti": 1024**4}
 
 
@@ -38,19 +48,45 @@ def test_server_asks_for_whole_cpus(default_render: Rendered) -> None:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_every_container_is_non_root_and_drops_all_capabilities(
+def test_every_container_runs_as_uid_10000_read_only_and_drops_all_capabilities(
     scenario_renders: dict[str, Rendered], scenario: str
 ) -> None:
     for where, spec in pod_specs(scenario_renders[scenario]):
         pod_context = spec["securityContext"]
-        assert pod_context["runAsNonRoot"] is True and pod_context["runAsUser"] == 1000, where
+        assert pod_context["runAsNonRoot"] is True, where
+        ids = (pod_context["runAsUser"], pod_context["runAsGroup"], pod_context["fsGroup"])
+        assert ids == (10000, 10000, 10000), where
         assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}, where
         for c in _all_containers(spec):
             context = c["securityContext"]
             assert context["privileged"] is False, f"{where} {c['name']}"
             assert context["allowPrivilegeEscalation"] is False, f"{where} {c['name']}"
+            assert context["readOnlyRootFilesystem"] is True, f"{where} {c['name']}"
             assert context["capabilities"]["drop"] == ["ALL"], f"{where} {c['name']}"
             assert set(context["capabilities"].get("add", [])) <= {"SYS_NICE", "IPC_LOCK"}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_containers_that_write_get_tmp_home_and_cache_as_volumes(
+    scenario_renders: dict[str, Rendered], scenario: str
+) -> None:
+    for where, spec in pod_specs(scenario_renders[scenario]):
+        volumes = {v["name"]: v for v in spec["volumes"]} if "volumes" in spec else {}
+        for c in _all_containers(spec):
+            if c["name"] not in ("server", "download-model", "convert"):
+                continue
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert mounts["/tmp"] == "tmp" and mounts[IMAGE_HOME] == "home", f"{where} {c['name']}"
+            assert mounts["/cache"] == "cache", f"{where} {c['name']}"
+            assert volumes["tmp"] == {"name": "tmp", "emptyDir": {}}, where
+            assert volumes["home"] == {"name": "home", "emptyDir": {}}, where
+
+
+def test_the_home_volume_is_the_images_home() -> None:
+    """The chart mounts HOME where the image says it is (the image's ENV HOME)."""
+    template = (REPO_ROOT / "docker" / "templates" / "Dockerfile.j2").read_text()
+    homes = set(re.findall(r"\bHOME=(\S+)", template))
+    assert homes == {IMAGE_HOME}
 
 
 def test_server_adds_back_only_sys_nice_and_ipc_lock(default_render: Rendered) -> None:
@@ -167,3 +203,39 @@ def test_existing_claims_are_used_and_none_created(scenario_renders: dict[str, R
     }
     assert claims == {"models": "deepseek-v4-flash-weights", "cache": "kthybrid-jit-cache"}
     assert not spec.get("initContainers")
+
+
+def test_launcher_options_are_left_to_the_launcher_by_default(default_render: Rendered) -> None:
+    spec = default_render.one("Deployment")["spec"]["template"]["spec"]
+    env = env_of(container(spec, "server"))
+    planned = {
+        "KTHYBRID_CONTEXT_LENGTH",
+        "KTHYBRID_MEM_FRACTION_STATIC",
+        "KTHYBRID_TP_SIZE",
+        "KTHYBRID_MTP",
+        "KTHYBRID_TRUST_REMOTE_CODE",
+        "KTHYBRID_KT_WEIGHT_PATH",
+        "KTHYBRID_KT_METHOD",
+        "KTHYBRID_KT_CPUINFER",
+        "KTHYBRID_KT_NUM_GPU_EXPERTS",
+        "KTHYBRID_NUMA_POLICY",
+        "KTHYBRID_EXTRA_ARGS",
+    }
+    assert not planned & env.keys()
+
+
+def test_network_policy_is_on_and_admits_only_the_documented_clients(
+    default_render: Rendered,
+) -> None:
+    policy = default_render.one("NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = policy["spec"]["ingress"]
+    assert all(rule["ports"] == [{"port": "http", "protocol": "TCP"}] for rule in rules)
+    peers = [peer for rule in rules for peer in rule["from"]]
+    assert {"podSelector": {"matchLabels": {"kthybrid.io/client": "true"}}} in peers
+    test_pod_labels = default_render.one("Pod")["metadata"]["labels"]
+    helm_test_peer = peers[-1]["podSelector"]["matchLabels"]
+    assert helm_test_peer.items() <= test_pod_labels.items()
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    server_labels = default_render.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert selected.items() <= server_labels.items()

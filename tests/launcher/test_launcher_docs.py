@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-import yaml
 from kthybrid_serve.settings import ENV_NAMES, OPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,11 +19,14 @@ HELM_PATH = re.compile(
 
 
 def chart_has(path: str) -> bool:
-    node: object = yaml.safe_load((REPO / "helm" / "kthybrid" / "values.yaml").read_text())
+    """The chart declares the value: values.schema.json lists every value, including the
+    launcher options values.yaml leaves out (unset: the launcher's default)."""
+    node: object = json.loads((REPO / "helm" / "kthybrid" / "values.schema.json").read_text())
     for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
+        properties = node.get("properties") if isinstance(node, dict) else None
+        if not isinstance(properties, dict) or part not in properties:
             return False
-        node = node[part]
+        node = properties[part]
     return True
 
 
