@@ -14,6 +14,10 @@ from typing import Any
 
 from builder.matrix import load_targets
 
+API_KEY = "kthybrid-test-key-0123456789abcdef"
+# A MoE without DeepSeek-V4's run-time needs (nvcc): it plans in an image built offline.
+OTHER_MOE = "Qwen3-MoE-small"
+
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
 # The targets of the builder's data file, whose render writes compose/arch/<ARCH>.env.

@@ -11,10 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from compose_project import ComposeProject
+from compose_project import API_KEY, OTHER_MOE, ComposeProject
 
 DEFAULT_IMAGE = "kthybrid:sm120"
-API_KEY = "kthybrid-test-key-0123456789abcdef"
 NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
 
 
@@ -86,6 +85,10 @@ def models_dir() -> Iterator[Path]:
     root.chmod(0o755)
     spec = ModelSpec(layers=4, experts=16, hidden=1024, inter=512, shards=2)
     build_model(root / "DeepSeek-V4-Flash", spec)
+    # A MoE without DeepSeek-V4's run-time needs (nvcc): it plans in an image built offline.
+    other = ModelSpec(layers=4, experts=16, hidden=1024, inter=512, shards=2,
+                      model_type="qwen3_moe", architecture="Qwen3MoeForCausalLM")  # fmt: skip
+    build_model(root / OTHER_MOE, other)
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     yield root

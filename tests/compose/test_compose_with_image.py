@@ -9,8 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from compose_project import CI_MEMLOCK, ComposeProject
-from conftest import API_KEY
+from compose_project import API_KEY, CI_MEMLOCK, OTHER_MOE, ComposeProject
 
 Compose = Callable[..., ComposeProject]
 NO_GPU = "compose.yaml:compose.no-gpu.yaml"
@@ -36,6 +35,7 @@ def gpu_less(compose: Compose, image_settings: dict[str, str], models_dir: Path)
         MEMLOCK=CI_MEMLOCK,
         RESTART_POLICY="no",
         SHM_SIZE="12g",
+        MODEL_NAME=OTHER_MOE,
     )
 
 
@@ -73,6 +73,30 @@ def _plan(project: ComposeProject, *args: str) -> str:
     return result.stdout
 
 
+def test_deepseek_v4_plans_only_where_the_image_has_nvcc(
+    gpu_less: ComposeProject, image_settings: dict[str, str]
+) -> None:
+    gpu_less.set(MODEL_NAME="DeepSeek-V4-Flash")
+    result = gpu_less.run(
+        ["run", "--rm", "--no-deps", "-T", "server", "plan", "--gpu", RTX_5090],
+        timeout=300, check=False,
+    )  # fmt: skip
+    has_nvcc = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "sh", gpu_less_image(image_settings),
+         "-c", "command -v nvcc"], capture_output=True, check=False,
+    ).returncode == 0  # fmt: skip
+    if has_nvcc:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 23, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "no nvcc" in lines[-1] and "--cuda-toolchain-image" in lines[-1]
+
+
+def gpu_less_image(image_settings: dict[str, str]) -> str:
+    return f"{image_settings['KTHYBRID_IMAGE_REPO']}:{image_settings['ARCH']}"
+
+
 def test_plan_with_described_gpu_reads_the_real_host(gpu_less: ComposeProject) -> None:
     plan = _plan(gpu_less, "plan", "--gpu", RTX_5090)
     nodes = len(list(Path("/sys/devices/system/node").glob("node[0-9]*"))) or 1
@@ -96,7 +120,7 @@ def test_plan_sees_hugepages_reserved_on_the_host(
     gpu_less.set(COMPOSE_FILE=f"{NO_GPU}:compose.hugepages.yaml")
     plan = _plan(gpu_less, "plan", "--gpu", RTX_5090)
     reserved_gib = hugepages_reserved * 2 * 1024**2 / 1024**3
-    assert f"hugepages {reserved_gib:.1f} GiB" in plan
+    assert f"{reserved_gib:.1f} GiB reserved as hugepages" in plan
 
 
 def test_hugepages_layer_mounts_hugetlbfs(
