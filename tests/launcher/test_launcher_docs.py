@@ -63,3 +63,17 @@ def test_the_readme_documents_every_exit_code() -> None:
     readme = (REPO / "docker" / "launcher" / "README.md").read_text()
     for error in ALL_ERRORS:
         assert re.search(rf"^\| {error.exit_code} \|", readme, flags=re.M), error.__name__
+
+
+def test_compose_passes_every_option_it_does_not_set_itself() -> None:
+    """Advice that names KTHYBRID_X works in compose: .env.example has it and compose passes it."""
+    from builder.render import COMPOSE_SETS
+
+    compose = (REPO / "compose" / "compose.yaml").read_text()
+    example = (REPO / "compose" / ".env.example").read_text()
+    for option in OPTIONS:
+        if option.dest in COMPOSE_SETS:
+            assert f"{option.env}:" in compose, option.env  # compose sets it
+            continue
+        assert f"{option.env}: ${{{option.env}:-}}" in compose, option.env
+        assert re.search(rf"^{option.env}=$", example, flags=re.M), option.env

@@ -197,7 +197,8 @@ class Settings:
         "name clients use", name, shown_default="the model directory's name"))
     kt_weight_path: str | None = option(None, OptionSpec(
         "CPU expert weights: the checkpoint (MXFP4) or converted AMXINT4 weights", path,
-        shown_default="the model directory", helm="kt.weightPath"))
+        shown_default="the model directory", helm="kt.weightPath",
+        example="/models/DeepSeek-V4-Flash-AMXINT4"))
     host_root: str = option("/", OptionSpec(
         "read sysfs, procfs and cgroup files below this directory", path))
     gpu: tuple[str, ...] = option((), OptionSpec(
