@@ -81,3 +81,26 @@ def test_every_kthybrid_variable_the_chart_sets_is_one_the_launcher_reads(
         for c in spec.get("initContainers", []) + spec["containers"]:
             names = {e["name"] for e in c.get("env", []) if e["name"].startswith("KTHYBRID_")}
             assert names <= ENV_NAMES, f"{where} {c['name']}: {sorted(names - ENV_NAMES)}"
+
+
+def _schema_at(path: str) -> dict[str, Any]:
+    schema = json.loads(
+        (Path(__file__).parents[2] / "helm/kthybrid/values.schema.json").read_text()
+    )
+    node: dict[str, Any] = schema
+    for part in path.split("."):
+        node = node["properties"][part]
+    return node
+
+
+def test_the_charts_option_values_are_the_launchers_options() -> None:
+    """The copy of each option in the chart (its value path, its enum) is tied to settings.py."""
+    from kthybrid_serve.settings import OPTIONS as LAUNCHER_OPTIONS
+
+    in_chart = {o.spec.helm: o for o in LAUNCHER_OPTIONS if o.spec.helm}
+    for path, _, variable, _ in OPTIONS:
+        assert in_chart[path].env == variable, path
+    for path, option in in_chart.items():
+        node = _schema_at(path)
+        if option.spec.choices:
+            assert [c for c in node["enum"] if c is not None] == list(option.spec.choices), path

@@ -239,7 +239,8 @@ class Settings:
         "file holding the API key clients must send (never passed on a command line)", path,
         shown_default="no key"))
     trust_remote_code: bool = option(False, OptionSpec(
-        "let transformers run the model repository's own Python code", parse_bool, kind="bool"))
+        "let transformers run the model repository's own Python code", parse_bool, kind="bool",
+        helm="server.trustRemoteCode"))
     tp_size: int | None = option(None, OptionSpec(
         "tensor parallel size", int_in(1, 1024), shown_default="GPUs x nodes",
         helm="server.tpSize"))
