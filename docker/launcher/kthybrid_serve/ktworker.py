@@ -1,0 +1,398 @@
+"""One measurement of kt-kernel's CPU experts, in a process of its own.
+
+`python -m kthybrid_serve.ktworker '<spec JSON>'` loads kt-kernel's extension, builds
+`layers` MoE layers of `experts` synthetic experts each at the model's shapes in the
+method's own weight layout, runs single-token decode through them (top-k experts per
+layer, routed at random, every layer in turn, one submit and sync per layer as sglang-kt
+does), and prints one JSON object on stdout. kt-kernel's own chatter (it printf()s to fd 1)
+goes to stderr. The process exits 0 with `"ok": true`, or 1 with `"ok": false` and an
+`error` line; a crash inside kt-kernel shows as a signal to the caller.
+
+Why a process per measurement: kt-kernel pins its pools when they are made and keeps its
+buffers until exit, a thread count is fixed per pool, and the hugepage variants differ in
+the environment glibc reads at start (GLIBC_TUNABLES). A fresh process per run gives each
+run fresh memory and the environment it is meant to have.
+
+Only the standard library and kt-kernel's extension are used. The extension is loaded
+through kt-kernel's own variant loader (kt_kernel/_cpu_detect.py, the code `import
+kt_kernel` runs), without importing kt_kernel's Python API, which imports torch: the
+extension does not link libtorch, and a run then starts in milliseconds instead of seconds.
+
+Synthetic weights: expert contents do not change the work a kernel does, except where a
+format has a fast path for some values. MXFP4 scales are therefore powers of two, as E8M0
+scales are (kt-kernel compacts them to exponent bytes only then), and BF16 values are
+finite. All experts of all layers are copied by kt-kernel from one source expert into
+buffers of their own (kt-kernel's load copies and repacks; it keeps no pointer to the
+source), so the working set is real memory while the source stays a few megabytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import json
+import mmap
+import os
+import random
+import statistics
+import struct
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+METHODS = ("MXFP4", "AMXINT4", "AMXINT8", "BF16")
+MXFP4_GROUP = 32
+SMAPS_KEYS = ("Rss", "Anonymous", "AnonHugePages", "Shared_Hugetlb", "Private_Hugetlb")
+ROUTING_ROWS = 4096
+
+
+class WorkerError(Exception):
+    """A run that cannot be made; the message is the one line the caller shows."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one worker measures."""
+
+    method: str
+    hidden: int
+    intermediate: int
+    top_k: int
+    experts: int
+    layers: int
+    pools: tuple[tuple[int, int], ...]  # (NUMA node, threads) per pool
+    seconds: float = 1.5
+    warmup_seconds: float = 0.3
+    segments: int = 5
+    seed: int = 20240611
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunSpec:
+        pools = tuple((int(node), int(threads)) for node, threads in data["pools"])
+        return cls(
+            method=str(data["method"]),
+            hidden=int(data["hidden"]),
+            intermediate=int(data["intermediate"]),
+            top_k=int(data["top_k"]),
+            experts=int(data["experts"]),
+            layers=int(data["layers"]),
+            pools=pools,
+            seconds=float(data.get("seconds", 1.5)),
+            warmup_seconds=float(data.get("warmup_seconds", 0.3)),
+            segments=int(data.get("segments", 5)),
+            seed=int(data.get("seed", 20240611)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "hidden": self.hidden,
+            "intermediate": self.intermediate,
+            "top_k": self.top_k,
+            "experts": self.experts,
+            "layers": self.layers,
+            "pools": [list(p) for p in self.pools],
+            "seconds": self.seconds,
+            "warmup_seconds": self.warmup_seconds,
+            "segments": self.segments,
+            "seed": self.seed,
+        }
+
+
+def bytes_per_expert(method: str, hidden: int, intermediate: int) -> int:
+    """Bytes one expert (gate, up, down) occupies in the method's kernel format.
+
+    This is what decoding one token reads per active expert: MXFP4 is 4-bit E2M1 values plus
+    one E8M0 exponent byte per 32 (the checkpoint's own size); AMXINT4/AMXINT8 are 4/8-bit
+    values plus one float32 scale per output row (kt-kernel's BufferBInt4/Int8 layout); BF16
+    is two bytes per value.
+    """
+    values = 3 * hidden * intermediate
+    rows = 2 * intermediate + hidden
+    if method == "MXFP4":
+        return values // 2 + values // MXFP4_GROUP
+    if method == "AMXINT4":
+        return values // 2 + 4 * rows
+    if method == "AMXINT8":
+        return values + 4 * rows
+    if method == "BF16":
+        return 2 * values
+    raise WorkerError(f"method {method!r} cannot be measured; use one of {', '.join(METHODS)}")
+
+
+def smaps_rollup() -> dict[str, int]:
+    """This process's memory counters (bytes) from /proc/self/smaps_rollup."""
+    counters = dict.fromkeys(SMAPS_KEYS, 0)
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return counters
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in counters:
+            counters[key] = int(rest.split()[0]) * 1024
+    return counters
+
+
+class Buffer:
+    """Page-aligned anonymous memory with a stable address, for kt-kernel pointers."""
+
+    def __init__(self, data: bytes) -> None:
+        self.size = max(1, len(data))
+        self._map = mmap.mmap(-1, self.size)
+        self._map.write(data)
+        self._view = (ctypes.c_char * self.size).from_buffer(self._map)
+        self.address = ctypes.addressof(self._view)
+
+
+def load_extension() -> tuple[Any, str, str]:
+    """kt-kernel's extension for this CPU, picked by kt-kernel's own loader.
+
+    Returns (extension, variant, kt-kernel version).
+    """
+    spec = importlib.util.find_spec("kt_kernel")
+    if spec is None or not spec.submodule_search_locations:
+        raise WorkerError("kt-kernel is not installed (no kt_kernel package on sys.path)")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    detect_path = package / "_cpu_detect.py"
+    detect_spec = importlib.util.spec_from_file_location("_kthybrid_kt_cpu_detect", detect_path)
+    if detect_spec is None or detect_spec.loader is None or not detect_path.is_file():
+        raise WorkerError(f"kt-kernel at {package} has no _cpu_detect.py (kt-kernel 0.7.2 has)")
+    detect = importlib.util.module_from_spec(detect_spec)
+    detect_spec.loader.exec_module(detect)
+    ext, variant = detect.initialize()
+    version = "unknown"
+    try:
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
+        version = dist_version("kt-kernel")
+    except PackageNotFoundError:
+        version = "unknown (no installed distribution; loaded from a path)"
+    return ext, str(getattr(ext, "__cpu_variant__", variant)), version
+
+
+def moe_class(ext: Any, method: str) -> Any:
+    """The MoE class kt-kernel's wrappers pick for the method (kt_kernel/utils/amx.py)."""
+    moe = ext.moe
+    if method == "MXFP4":
+        forced = os.environ.get("KT_MXFP4_BACKEND", "").strip().lower()
+        fast, fallback = getattr(moe, "AMXFP4_KGroup_MOE", None), getattr(moe, "AVX2MXFP4_MOE", None)
+        chosen = {"amx": fast, "avx2": fallback}.get(forced, fast or fallback)
+    elif method == "AMXINT4":
+        chosen = getattr(moe, "AMXInt4_MOE", None)
+    elif method == "AMXINT8":
+        chosen = getattr(moe, "AMXInt8_MOE", None)
+    elif method == "BF16":
+        chosen = getattr(moe, "AMXBF16_MOE", None) or getattr(moe, "AVX2BF16_MOE", None)
+    else:
+        raise WorkerError(f"method {method!r} cannot be measured; use one of {', '.join(METHODS)}")
+    if chosen is None:
+        raise WorkerError(f"this kt-kernel build has no {method} kernel for this CPU")
+    return chosen
+
+
+def _bf16_bits(rng: random.Random, count: int, low_exp: int, high_exp: int) -> bytes:
+    """`count` finite bf16 values with exponents in [low_exp, high_exp], little-endian."""
+    out = bytearray(2 * count)
+    for i in range(count):
+        bits = (rng.getrandbits(1) << 15) | (rng.randint(low_exp, high_exp) << 7)
+        bits |= rng.getrandbits(7)
+        out[2 * i] = bits & 0xFF
+        out[2 * i + 1] = bits >> 8
+    return bytes(out)
+
+
+@dataclass
+class SourceExpert:
+    """One expert's weights in the method's layout; every expert of every layer copies it."""
+
+    weights: Buffer
+    scales: Buffer | None
+    per_pool: bool  # AMX formats take per-pool (pre-split) pointers
+
+
+def source_expert(spec: RunSpec, rng: random.Random) -> SourceExpert:
+    hidden, inter = spec.hidden, spec.intermediate
+    values = hidden * inter
+    if spec.method == "MXFP4":
+        # gate/up [I, H/2] and down [H, I/2] hold the same count; scales [rows, cols/32] bf16
+        # powers of two (E8M0 as kt-kernel's loader hands them over), 2^-8 .. 2^-4.
+        block = b"".join(struct.pack("<H", rng.randint(119, 123) << 7) for _ in range(4096))
+        scales = (block * -(-2 * (values // MXFP4_GROUP) // len(block)))[: 2 * values // MXFP4_GROUP]
+        return SourceExpert(Buffer(rng.randbytes(values // 2)), Buffer(scales), False)
+    if spec.method in {"AMXINT4", "AMXINT8"}:
+        bits = 4 if spec.method == "AMXINT4" else 8
+        scale = struct.pack("<f", 2.0**-10)
+        return SourceExpert(
+            Buffer(rng.randbytes(values * bits // 8)), Buffer(scale * max(hidden, inter)), True
+        )
+    if spec.method == "BF16":
+        # A 64 KiB block of random values repeated: generating every value in Python is slow.
+        block = _bf16_bits(rng, 32768, 115, 122)
+        repeats = -(-2 * values // len(block))
+        return SourceExpert(Buffer((block * repeats)[: 2 * values]), None, False)
+    raise WorkerError(f"method {spec.method!r} cannot be measured; use one of {', '.join(METHODS)}")
+
+
+@contextmanager
+def native_output_to_stderr() -> Iterator[int]:
+    """Point fd 1 at stderr while kt-kernel runs; yields a duplicate of the real stdout."""
+    sys.stdout.flush()
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield result_fd
+    finally:
+        sys.stdout.flush()
+        libc = ctypes.CDLL(None)
+        libc.fflush(None)
+
+
+def measure(spec: RunSpec) -> dict[str, Any]:
+    if spec.method not in METHODS:
+        raise WorkerError(f"method {spec.method!r} cannot be measured; use one of {', '.join(METHODS)}")
+    if not spec.pools or any(threads < 1 for _, threads in spec.pools):
+        raise WorkerError(f"every pool needs at least one thread: {list(spec.pools)}")
+    if spec.top_k > spec.experts:
+        raise WorkerError(f"top-k {spec.top_k} exceeds the {spec.experts} experts per layer")
+    ext, variant, version = load_extension()
+    cls = moe_class(ext, spec.method)
+    rng = random.Random(spec.seed)
+    expert_bytes = bytes_per_expert(spec.method, spec.hidden, spec.intermediate)
+    source = source_expert(spec, rng)
+    experts, pools = spec.experts, len(spec.pools)
+
+    pool_config = ext.WorkerPoolConfig()
+    pool_config.subpool_count = pools
+    pool_config.subpool_numa_map = [node for node, _ in spec.pools]
+    pool_config.subpool_thread_count = [threads for _, threads in spec.pools]
+
+    mask = (ctypes.c_bool * experts)()  # every expert on the CPU
+    identity = (ctypes.c_int64 * experts)(*range(experts))
+    smaps_before = smaps_rollup()
+    start = time.perf_counter()
+    cpu_infer = ext.CPUInfer(pool_config)
+    layers: list[Any] = []
+    configs: list[Any] = []
+    copies = pools if source.per_pool else 1
+    weight_ptrs = [[source.weights.address] * experts for _ in range(copies)]
+    scale_ptrs = [[source.scales.address if source.scales else 0] * experts for _ in range(copies)]
+    for layer in range(spec.layers):
+        config = ext.moe.MOEConfig(
+            experts, spec.top_k, spec.hidden, spec.intermediate, ctypes.addressof(mask)
+        )
+        config.layer_idx = layer
+        config.max_len = 64
+        config.pool = cpu_infer.backend_
+        config.gate_projs = weight_ptrs
+        config.up_projs = weight_ptrs
+        config.down_projs = weight_ptrs
+        config.gate_scales = scale_ptrs
+        config.up_scales = scale_ptrs
+        config.down_scales = scale_ptrs
+        if spec.method == "MXFP4":
+            config.quant_config.bits = 4
+            config.quant_config.group_size = MXFP4_GROUP
+            config.quant_config.zero_point = False
+        moe = cls(config)
+        cpu_infer.submit(moe.load_weights_task(ctypes.addressof(identity)))
+        cpu_infer.sync()
+        layers.append(moe)
+        configs.append(config)
+    load_seconds = time.perf_counter() - start
+    smaps_after = smaps_rollup()
+
+    top_k = spec.top_k
+    routing = (ctypes.c_int64 * (ROUTING_ROWS * top_k))()
+    for row in range(ROUTING_ROWS):
+        routing[row * top_k : (row + 1) * top_k] = rng.sample(range(experts), top_k)
+    ids_base = ctypes.addressof(routing)
+    weights = (ctypes.c_float * top_k)(*([1.0 / top_k] * top_k))
+    qlen = (ctypes.c_int32 * 1)(1)
+    hidden_in = Buffer(_bf16_bits(rng, spec.hidden, 118, 126))
+    hidden_out = Buffer(bytes(2 * spec.hidden))
+    submit, sync = cpu_infer.submit, cpu_infer.sync
+    tasks: list[Callable[..., Any]] = [moe.forward_task for moe in layers]
+    row = 0
+
+    def token() -> None:
+        nonlocal row
+        for forward in tasks:
+            ids = ids_base + (row % ROUTING_ROWS) * top_k * 8
+            row += 1
+            submit(
+                forward(
+                    ctypes.addressof(qlen), top_k, ids, ctypes.addressof(weights),
+                    hidden_in.address, hidden_out.address, False,
+                )
+            )  # fmt: skip
+            sync()
+
+    warm_end = time.perf_counter() + spec.warmup_seconds
+    token()
+    while time.perf_counter() < warm_end:
+        token()
+    segment_seconds = spec.seconds / spec.segments
+    per_token = len(layers) * top_k * expert_bytes
+    rates: list[float] = []
+    tokens_total = 0
+    measured = 0.0
+    for _ in range(spec.segments):
+        tokens = 0
+        begin = time.perf_counter()
+        while True:
+            token()
+            tokens += 1
+            elapsed = time.perf_counter() - begin
+            if elapsed >= segment_seconds:
+                break
+        rates.append(tokens * per_token / elapsed / 1e9)
+        tokens_total += tokens
+        measured += elapsed
+    del layers, configs
+    del cpu_infer
+    return {
+        "ok": True,
+        "error": None,
+        "spec": spec.to_json(),
+        "cpu_variant": variant,
+        "moe_class": getattr(cls, "__name__", str(cls)),
+        "kt_kernel_version": version,
+        "bytes_per_expert": expert_bytes,
+        "loaded_bytes": spec.layers * experts * expert_bytes,
+        "load_seconds": round(load_seconds, 3),
+        "tokens": tokens_total,
+        "seconds": round(measured, 3),
+        "tokens_per_second": round(tokens_total / measured, 2),
+        "gbps": round(statistics.median(rates), 2),
+        "gbps_segments": [round(r, 2) for r in rates],
+        "smaps_before_load": smaps_before,
+        "smaps_after_load": smaps_after,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+    }
+
+
+def main(argv: list[str]) -> int:
+    with native_output_to_stderr() as result_fd:
+        try:
+            if len(argv) != 1:
+                raise WorkerError("usage: python -m kthybrid_serve.ktworker '<spec JSON>'")
+            try:
+                spec = RunSpec.from_json(json.loads(argv[0]))
+            except (ValueError, KeyError, TypeError) as error:
+                raise WorkerError(f"bad run spec: {error}") from error
+            result = measure(spec)
+        except WorkerError as error:
+            result = {"ok": False, "error": str(error)}
+        except (RuntimeError, OSError, ImportError) as error:
+            result = {"ok": False, "error": f"kt-kernel failed: {type(error).__name__}: {error}"}
+        os.write(result_fd, (json.dumps(result) + "\n").encode())
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
