@@ -169,7 +169,9 @@ def host_cpus(host: HostFacts) -> HostCpus:
     for cpu in sorted(host.cpus, key=lambda c: c.cpu):
         if cpu.cpu in host.allowed_cpus:
             chosen.setdefault(cpu.node, {}).setdefault(cpu.physical_core, cpu.cpu)
-    cpus_by_node = {node: tuple(sorted(by_core.values())) for node, by_core in sorted(chosen.items())}
+    cpus_by_node = {
+        node: tuple(sorted(by_core.values())) for node, by_core in sorted(chosen.items())
+    }
     available = host.mem_available_bytes
     if host.cgroup_memory_limit is not None:
         available = min(available, host.cgroup_memory_limit)
@@ -312,7 +314,8 @@ def _read_bandwidth(
                 barrier.wait()
 
         threads = [
-            threading.Thread(target=reader, args=(i, *job), daemon=True) for i, job in enumerate(jobs)
+            threading.Thread(target=reader, args=(i, *job), daemon=True)
+            for i, job in enumerate(jobs)
         ]
         for thread in threads:
             thread.start()
@@ -577,7 +580,9 @@ def render_table(result: Mapping[str, Any]) -> str:
     ]
     for figure in result["bandwidth_per_node"]:
         nodes = ",".join(map(str, figure["nodes"]))
-        lines.append(f"read bandwidth node {nodes}: {figure['gbps']:.1f} GB/s, {figure['threads']} threads")
+        lines.append(
+            f"read bandwidth node {nodes}: {figure['gbps']:.1f} GB/s, {figure['threads']} threads"
+        )
     if len(result["bandwidth_per_node"]) > 1:
         lines.append(f"read bandwidth, all nodes at once: {bandwidth:.1f} GB/s")
     lines.append("")
@@ -595,12 +600,13 @@ def render_table(result: Mapping[str, Any]) -> str:
             what += f" ({run['error']})"
         elif run.get("note"):
             what += f" ({run['note']})"
-        lines.append(
-            f"{run['threads']:>7}  {run['pools']:>5}  {per_pool:<14} {figure:>7}  {share:>7}  {what}"
-        )
+        counts = f"{run['threads']:>7}  {run['pools']:>5}"
+        lines.append(f"{counts}  {per_pool:<14} {figure:>7}  {share:>7}  {what}")
     lines.append("")
     if result["plan_gbps"] is None:
-        lines.append(f"plan ({result['plan_threads']} threads): not measured ({result['plan_error']})")
+        lines.append(
+            f"plan ({result['plan_threads']} threads): not measured ({result['plan_error']})"
+        )
     else:
         lines.append(
             f"plan: {result['plan_threads']} threads in {result['plan_pools']} pool(s), "

@@ -167,7 +167,8 @@ def load_extension() -> tuple[Any, str, str]:
     ext, variant = detect.initialize()
     version = "unknown"
     try:
-        from importlib.metadata import PackageNotFoundError, version as dist_version
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
 
         version = dist_version("kt-kernel")
     except PackageNotFoundError:
@@ -180,7 +181,10 @@ def moe_class(ext: Any, method: str) -> Any:
     moe = ext.moe
     if method == "MXFP4":
         forced = os.environ.get("KT_MXFP4_BACKEND", "").strip().lower()
-        fast, fallback = getattr(moe, "AMXFP4_KGroup_MOE", None), getattr(moe, "AVX2MXFP4_MOE", None)
+        fast, fallback = (
+            getattr(moe, "AMXFP4_KGroup_MOE", None),
+            getattr(moe, "AVX2MXFP4_MOE", None),
+        )
         chosen = {"amx": fast, "avx2": fallback}.get(forced, fast or fallback)
     elif method == "AMXINT4":
         chosen = getattr(moe, "AMXInt4_MOE", None)
@@ -222,7 +226,9 @@ def source_expert(spec: RunSpec, rng: random.Random) -> SourceExpert:
         # gate/up [I, H/2] and down [H, I/2] hold the same count; scales [rows, cols/32] bf16
         # powers of two (E8M0 as kt-kernel's loader hands them over), 2^-8 .. 2^-4.
         block = b"".join(struct.pack("<H", rng.randint(119, 123) << 7) for _ in range(4096))
-        scales = (block * -(-2 * (values // MXFP4_GROUP) // len(block)))[: 2 * values // MXFP4_GROUP]
+        scales = (block * -(-2 * (values // MXFP4_GROUP) // len(block)))[
+            : 2 * values // MXFP4_GROUP
+        ]
         return SourceExpert(Buffer(rng.randbytes(values // 2)), Buffer(scales), False)
     if spec.method in {"AMXINT4", "AMXINT8"}:
         bits = 4 if spec.method == "AMXINT4" else 8
@@ -254,7 +260,9 @@ def native_output_to_stderr() -> Iterator[int]:
 
 def measure(spec: RunSpec) -> dict[str, Any]:
     if spec.method not in METHODS:
-        raise WorkerError(f"method {spec.method!r} cannot be measured; use one of {', '.join(METHODS)}")
+        raise WorkerError(
+            f"method {spec.method!r} cannot be measured; use one of {', '.join(METHODS)}"
+        )
     if not spec.pools or any(threads < 1 for _, threads in spec.pools):
         raise WorkerError(f"every pool needs at least one thread: {list(spec.pools)}")
     if spec.top_k > spec.experts:

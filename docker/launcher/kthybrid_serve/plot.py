@@ -1,0 +1,175 @@
+"""A PNG of one bench result: GB/s of expert weights against threads, read bandwidth as a line.
+
+Drawn with Pillow (the image has it; matplotlib is not in the image). Pillow is imported
+when a plot is made, so the launcher imports without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+WIDTH, HEIGHT = 960, 600
+LEFT, RIGHT, TOP, BOTTOM = 80, 250, 84, 60
+COLOURS = {
+    "sweep": (31, 119, 180),
+    "other": (148, 103, 189),
+    "plan": (214, 39, 40),
+    "best": (44, 160, 44),
+    "bandwidth": (90, 90, 90),
+    "axis": (40, 40, 40),
+    "grid": (225, 225, 225),
+}
+
+
+class PlotError(Exception):
+    """No PNG could be made (the reason is the message)."""
+
+
+def _pillow() -> tuple[Any, Any, Any]:
+    try:
+        image = importlib.import_module("PIL.Image")
+        draw = importlib.import_module("PIL.ImageDraw")
+        font = importlib.import_module("PIL.ImageFont")
+    except ImportError as error:
+        raise PlotError(f"Pillow is not installed ({error}); the JSON has every figure") from error
+    return image, draw, font
+
+
+def _font(font_module: Any, size: int) -> Any:
+    try:
+        return font_module.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
+        return font_module.load_default()
+
+
+def _ticks(top: float, count: int = 6) -> list[float]:
+    raw = top / count
+    magnitude = 10 ** len(str(int(raw))) / 10 if raw >= 1 else 0.1
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    return [i * step for i in range(int(top / step) + 1)]
+
+
+def render_png(result: Mapping[str, Any], path: Path) -> Path:
+    """Write the plot of `result` (the bench JSON) to `path`."""
+    image_mod, draw_mod, font_mod = _pillow()
+    runs: Sequence[Mapping[str, Any]] = [r for r in result["runs"] if r.get("gbps") is not None]
+    if not runs:
+        raise PlotError("no run was measured; nothing to plot")
+    bandwidth = float(result["bandwidth_gbps"])
+    threads = [int(r["threads"]) for r in runs]
+    x_low, x_high = min(threads) - 1, max(threads) + 1
+    y_high = max(bandwidth, *(float(r["gbps"]) for r in runs)) * 1.12
+    y_ticks = _ticks(y_high)
+    y_high = max(y_high, y_ticks[-1])
+
+    image = image_mod.new("RGB", (WIDTH, HEIGHT), "white")
+    draw = draw_mod.Draw(image)
+    small, normal = _font(font_mod, 13), _font(font_mod, 15)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x_of(value: float) -> float:
+        return LEFT + (value - x_low) / (x_high - x_low) * plot_w
+
+    def y_of(value: float) -> float:
+        return TOP + plot_h - value / y_high * plot_h
+
+    for tick in y_ticks:
+        y = y_of(tick)
+        draw.line([(LEFT, y), (LEFT + plot_w, y)], fill=COLOURS["grid"])
+        draw.text((LEFT - 8, y), f"{tick:g}", fill=COLOURS["axis"], font=small, anchor="rm")
+    for value in range(x_low + 1, x_high):
+        x = x_of(value)
+        draw.line([(x, TOP + plot_h), (x, TOP + plot_h + 5)], fill=COLOURS["axis"])
+        draw.text((x, TOP + plot_h + 8), str(value), fill=COLOURS["axis"], font=small, anchor="mt")
+    draw.rectangle([LEFT, TOP, LEFT + plot_w, TOP + plot_h], outline=COLOURS["axis"])
+    draw.text(
+        (LEFT + plot_w / 2, HEIGHT - 18),
+        "kt-kernel threads (--kt-cpuinfer)",
+        fill=COLOURS["axis"],
+        font=normal,
+        anchor="mm",
+    )
+    draw.text((14, TOP - 22), "GB/s of expert weights", fill=COLOURS["axis"], font=normal)
+
+    y_bw = y_of(bandwidth)
+    for start in range(LEFT, LEFT + plot_w, 14):
+        draw.line(
+            [(start, y_bw), (min(start + 8, LEFT + plot_w), y_bw)],
+            fill=COLOURS["bandwidth"],
+            width=2,
+        )
+    draw.text(
+        (LEFT + 6, y_bw - 4),
+        f"read bandwidth {bandwidth:.1f} GB/s",
+        fill=COLOURS["bandwidth"],
+        font=small,
+        anchor="lb",
+    )
+
+    plan_pools = int(result["plan_pools"])
+    plan_nodes = list(result["plan_numa_nodes"])
+    sweep = sorted(
+        (r for r in runs if r["pools"] == plan_pools and list(r["numa_nodes"]) == plan_nodes),
+        key=lambda r: int(r["threads"]),
+    )
+    points = [(x_of(int(r["threads"])), y_of(float(r["gbps"]))) for r in sweep]
+    if len(points) > 1:
+        draw.line(points, fill=COLOURS["sweep"], width=2)
+    for x, y in points:
+        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=COLOURS["sweep"])
+    legend: list[tuple[tuple[int, int, int], str]] = [
+        (COLOURS["sweep"], f"{plan_pools} pool(s) on node(s) {','.join(map(str, plan_nodes))}")
+    ]
+    others = [r for r in runs if r not in sweep]
+    for run in others:
+        x, y = x_of(int(run["threads"])), y_of(float(run["gbps"]))
+        draw.rectangle([x - 5, y - 5, x + 5, y + 5], outline=COLOURS["other"], width=2)
+        draw.text(
+            (x + 8, y),
+            run["labels"][0].split(" (")[0],
+            fill=COLOURS["other"],
+            font=small,
+            anchor="lm",
+        )
+    if others:
+        legend.append((COLOURS["other"], "other layouts (tutorial, upstream)"))
+
+    best_gbps, plan_gbps = result["best_gbps"], result["plan_gbps"]
+    best = next(
+        r for r in runs if r["gbps"] == best_gbps and r["threads"] == result["best_threads"]
+    )
+    x, y = x_of(int(best["threads"])), y_of(float(best_gbps))
+    draw.ellipse([x - 9, y - 9, x + 9, y + 9], outline=COLOURS["best"], width=3)
+    legend.append((COLOURS["best"], f"best: {best['threads']} threads, {best_gbps:.1f} GB/s"))
+    if plan_gbps is not None:
+        x, y = x_of(int(result["plan_threads"])), y_of(float(plan_gbps))
+        draw.ellipse([x - 13, y - 13, x + 13, y + 13], outline=COLOURS["plan"], width=2)
+        legend.append(
+            (COLOURS["plan"], f"plan: {result['plan_threads']} threads, {plan_gbps:.1f} GB/s")
+        )
+    legend.append(
+        (COLOURS["bandwidth"], f"read bandwidth ({result['bandwidth']['threads']} threads)")
+    )
+
+    legend_x, legend_y = LEFT + plot_w + 16, TOP + 4
+    for colour, text in legend:
+        draw.rectangle([legend_x, legend_y + 3, legend_x + 12, legend_y + 15], fill=colour)
+        draw.text((legend_x + 18, legend_y), text, fill=COLOURS["axis"], font=small)
+        legend_y += 24
+    shape = result["shape"]
+    title = (
+        f"kt-kernel {result['method']} decode, {shape['model']} experts "
+        f"{shape['hidden']}x{shape['intermediate']} top-{shape['top_k']}"
+    )
+    subtitle = (
+        f"{result['cpu_model']}, CPU variant {result['cpu_variant']}, working set "
+        f"{result['working_set_bytes'] / 1024**3:.1f} GiB"
+    )
+    draw.text((LEFT, 12), title, fill=COLOURS["axis"], font=normal)
+    draw.text((LEFT, 34), subtitle, fill=COLOURS["axis"], font=small)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
+    return path

@@ -1,0 +1,219 @@
+"""The tuned thread count: measured by `kthybrid-serve tune`, kept in the cache volume.
+
+A record holds the best pool layout the bench measured for one host (a fingerprint of its
+CPUs, NUMA nodes and limits), one expert shape and one method. `plan` and `serve` use it
+only when all three match what they see; otherwise the rule applies. Records live in
+`$XDG_CACHE_HOME/kthybrid/tune/` (the image sets XDG_CACHE_HOME=/cache, the cache volume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kthybrid_serve.cpubench import ExpertShape
+from kthybrid_serve.errors import LauncherError
+from kthybrid_serve.host import HostFacts
+from kthybrid_serve.units import GIB
+
+RECORD_FORMAT = 1
+
+
+class TuneError(LauncherError):
+    """A tune record that cannot be read or written (the line names the file and the fix)."""
+
+    exit_code = 1
+
+
+def tune_dir(environ: Mapping[str, str]) -> Path:
+    """Where records live: $XDG_CACHE_HOME/kthybrid/tune, else ~/.cache/kthybrid/tune."""
+    cache = environ.get("XDG_CACHE_HOME") or str(
+        Path(environ.get("HOME", "~")).expanduser() / ".cache"
+    )
+    return Path(cache) / "kthybrid" / "tune"
+
+
+def _cpulist(cpus: set[int]) -> str:
+    """The kernel's list format, e.g. "0-13,16"."""
+    ranges: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def host_fingerprint(host: HostFacts) -> dict[str, Any]:
+    """What makes a measured thread count valid: CPU, ISA, cores per node, allowed CPUs, limits.
+
+    Memory is rounded to whole GiB (MemTotal moves by a few MB between boots).
+    """
+    return {
+        "cpu_model": host.cpu_model,
+        "isa": sorted(host.isa_flags),
+        "logical_cpus": len(host.cpus),
+        "allowed_cpus": _cpulist(set(host.allowed_cpus)),
+        "physical_cores_by_node": {str(k): v for k, v in host.physical_cores_by_node().items()},
+        "smt": host.smt_active,
+        "mem_total_gib": round(host.mem_total_bytes / GIB),
+        "cgroup_memory_limit_gib": (
+            None if host.cgroup_memory_limit is None else round(host.cgroup_memory_limit / GIB)
+        ),
+    }
+
+
+def shape_key(shape: ExpertShape) -> dict[str, int]:
+    """The parts of the shape the kernel's speed depends on (not the model's name or depth)."""
+    return {
+        "hidden": shape.hidden,
+        "intermediate": shape.intermediate,
+        "top_k": shape.top_k,
+        "experts": shape.experts,
+    }
+
+
+@dataclass(frozen=True)
+class TuneKey:
+    fingerprint: dict[str, Any]
+    shape: dict[str, int]
+    method: str
+
+    def digest(self) -> str:
+        canonical = json.dumps(
+            {"fingerprint": self.fingerprint, "shape": self.shape, "method": self.method},
+            sort_keys=True,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def filename(self) -> str:
+        s = self.shape
+        return (
+            f"{self.method}-{s['hidden']}x{s['intermediate']}-top{s['top_k']}-{self.digest()}.json"
+        )
+
+
+def tune_key(host: HostFacts, shape: ExpertShape, method: str) -> TuneKey:
+    return TuneKey(host_fingerprint(host), shape_key(shape), method)
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A stored measurement: the layout to use and what it and the rule measured."""
+
+    threads: int
+    numa_nodes: tuple[int, ...]
+    threads_per_pool: tuple[int, ...]
+    gbps: float
+    rule_threads: int
+    rule_gbps: float | None
+    bandwidth_gbps: float
+    measured_at: str
+    path: Path
+
+    @property
+    def pools(self) -> int:
+        return len(self.numa_nodes)
+
+
+def choose(result: Mapping[str, Any], cores_by_node: Mapping[int, int]) -> dict[str, Any]:
+    """The run tune keeps: the fastest whose pools all sit on nodes with enough allowed cores.
+
+    Layouts that put a pool on a node this host does not have (upstream's 2 pools on a one-node
+    host) are measured for comparison but never stored: the planner refuses them.
+    """
+    usable = [
+        run
+        for run in result["runs"]
+        if run["gbps"] is not None
+        and all(
+            threads <= cores_by_node.get(node, 0)
+            for node, threads in zip(run["numa_nodes"], run["threads_per_pool"], strict=True)
+        )
+    ]
+    if not usable:
+        raise TuneError("no measured layout fits this host's nodes; nothing to store")
+    return max(usable, key=lambda r: (r["gbps"], -r["threads"]))
+
+
+def store(
+    directory: Path, key: TuneKey, result: Mapping[str, Any], chosen: Mapping[str, Any]
+) -> Path:
+    """Write the record atomically (a reader never sees half a file); returns its path."""
+    record = {
+        "format": RECORD_FORMAT,
+        "key": {"fingerprint": key.fingerprint, "shape": key.shape, "method": key.method},
+        "threads": chosen["threads"],
+        "numa_nodes": chosen["numa_nodes"],
+        "threads_per_pool": chosen["threads_per_pool"],
+        "gbps": chosen["gbps"],
+        "rule_threads": result["plan_threads"],
+        "rule_gbps": result["plan_gbps"],
+        "bandwidth_gbps": result["bandwidth_gbps"],
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "bench": dict(result),
+    }
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / key.filename()
+        with tempfile.NamedTemporaryFile(
+            "w", dir=directory, prefix=".tmp-", suffix=".json", delete=False
+        ) as handle:
+            json.dump(record, handle, indent=2)
+            handle.write("\n")
+            temporary = Path(handle.name)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise TuneError(
+            f"cannot write the tune record under {directory}: {error.strerror}; mount a "
+            "writable cache volume at /cache (or set XDG_CACHE_HOME)"
+        ) from error
+    return path
+
+
+def lookup(directory: Path, key: TuneKey) -> Tuned | None:
+    """The record for `key`, or None when there is none; a damaged record is refused."""
+    path = directory / key.filename()
+    if not path.is_file():
+        return None
+    fix = f"delete {path} or run `kthybrid-serve tune` again"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TuneError(f"tune record {path} is unreadable ({error}); {fix}") from error
+    expected = {"fingerprint": key.fingerprint, "shape": key.shape, "method": key.method}
+    try:
+        if record["format"] != RECORD_FORMAT or record["key"] != expected:
+            raise TuneError(
+                f"tune record {path} is not for this host, model shape and method; {fix}"
+            )
+        nodes = tuple(int(n) for n in record["numa_nodes"])
+        per_pool = tuple(int(t) for t in record["threads_per_pool"])
+        threads = int(record["threads"])
+        if (
+            not nodes
+            or len(nodes) != len(per_pool)
+            or sum(per_pool) != threads
+            or min(per_pool) < 1
+        ):
+            raise TuneError(f"tune record {path} holds an impossible pool layout; {fix}")
+        return Tuned(
+            threads=threads,
+            numa_nodes=nodes,
+            threads_per_pool=per_pool,
+            gbps=float(record["gbps"]),
+            rule_threads=int(record["rule_threads"]),
+            rule_gbps=None if record["rule_gbps"] is None else float(record["rule_gbps"]),
+            bandwidth_gbps=float(record["bandwidth_gbps"]),
+            measured_at=str(record["measured_at"]),
+            path=path,
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise TuneError(f"tune record {path} is damaged (missing or bad {error}); {fix}") from error
