@@ -413,10 +413,17 @@ def worker_env(environ: Mapping[str, str], extra: Mapping[str, str]) -> dict[str
 
 
 def run_worker(
-    spec: RunSpec, env: Mapping[str, str], timeout: float, python: str = sys.executable
+    spec: RunSpec,
+    env: Mapping[str, str],
+    timeout: float,
+    python: Sequence[str] = (sys.executable,),
 ) -> dict[str, Any]:
-    """One worker process; its JSON, or an error entry saying how it ended."""
-    argv = [python, "-m", "kthybrid_serve.ktworker", json.dumps(spec.to_json())]
+    """One worker process; its JSON, or an error entry saying how it ended.
+
+    `python` is the command that runs Python (with the launcher importable): this
+    interpreter by default, or e.g. `docker run ... IMAGE python` for a run in the image.
+    """
+    argv = [*python, "-m", "kthybrid_serve.ktworker", json.dumps(spec.to_json())]
     try:
         done = subprocess.run(
             argv, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False

@@ -381,6 +381,7 @@ def measure(spec: RunSpec) -> dict[str, Any]:
         "smaps_before_load": smaps_before,
         "smaps_after_load": smaps_after,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+        "glibc": os.confstr("CS_GNU_LIBC_VERSION"),
     }
 
 

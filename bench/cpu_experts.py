@@ -1,0 +1,99 @@
+"""kt-kernel's CPU experts on this host: the plan's thread count against a sweep and the bandwidth.
+
+Reads the host the way `kthybrid-serve plan` does (GPUs from NVML unless --gpu is given),
+takes the expert shape from --model or from a sparse DeepSeek-V4-Flash shaped checkpoint it
+builds in a temporary directory (as bench/plan.py does), plans the threads with the
+launcher's rule, and runs the launcher's bench (kthybrid_serve.cpubench): read bandwidth,
+then kt-kernel's decode MoE for the plan's layout, a sweep around it, the tutorial's and
+upstream's values. kt-kernel must be importable (the image; or PYTHONPATH with its wheel's
+kt_kernel/ and kt_kernel.libs/). Writes bench/results/cpu-experts-<host>[-<method>].json
+and the plot next to it.
+
+    python bench/cpu_experts.py --host-name avx512-dev
+    python bench/cpu_experts.py --host-name amx-h200host --method AMXINT4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "docker" / "launcher"), str(REPO / "tests" / "launcher")]
+
+from kthybrid_serve.cpubench import (  # noqa: E402
+    BenchOptions,
+    ExpertShape,
+    PoolLayout,
+    host_cpus,
+    render_table,
+    run_bench,
+)
+from kthybrid_serve.host import read_host  # noqa: E402
+from kthybrid_serve.model import read_cpu_weights, read_model  # noqa: E402
+from kthybrid_serve.plan import choose_method, plan_threads  # noqa: E402
+from kthybrid_serve.plot import PlotError, render_png  # noqa: E402
+from kthybrid_serve.settings import default_settings  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host-name", required=True, help="names the output files")
+    parser.add_argument("--model", help="a model directory (default: V4-Flash shaped, sparse)")
+    parser.add_argument("--method", help="default: what the plan picks for the model's weights")
+    parser.add_argument("--gpu", action="append", default=[], help="NAME,MEMORY,CC (default NVML)")
+    parser.add_argument("--seconds", type=float, default=1.5, help="measured seconds per run")
+    parser.add_argument("--output-dir", default=str(REPO / "bench" / "results"))
+    args = parser.parse_args()
+    # A time limit's SIGTERM unwinds: workers are killed and THP and pools are put back.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    with tempfile.TemporaryDirectory(prefix="kthybrid-bench-") as tmp:
+        model_dir = args.model
+        if model_dir is None:
+            from launcher_fixtures import ModelSpec, build_model
+
+            model_dir = str(build_model(Path(tmp) / "DeepSeek-V4-Flash", ModelSpec()))
+        model = read_model(model_dir)
+        weights = read_cpu_weights(model.path, model)
+    host = read_host("/", args.gpu)
+    settings = default_settings()
+    method = args.method or choose_method(host, weights, settings).value
+    threads = plan_threads(host, settings, len(host.gpus), None)
+    plan = PoolLayout(threads.nodes, threads.per_pool)
+    shape = ExpertShape(
+        model=model.served_name,
+        hidden=model.hidden_size,
+        intermediate=model.moe_intermediate_size,
+        top_k=model.experts_per_token,
+        experts=model.routed_experts,
+        moe_layers=model.moe_layers,
+    )
+    print(
+        f"plan: {plan.threads} threads in {plan.pools} pool(s) on node(s) "
+        f"{','.join(map(str, plan.nodes))} ({len(host.gpus)} GPU(s) seen); method {method}",
+        flush=True,
+    )
+    options = BenchOptions(seconds=args.seconds, progress=lambda line: print(line, flush=True))
+    result = run_bench(shape, method, plan, host_cpus(host), options)
+    result["host_name"] = args.host_name
+    result["gpus"] = [gpu.name for gpu in host.gpus]
+    print(render_table(result))
+    suffix = "" if method == "MXFP4" else f"-{method}"
+    output = Path(args.output_dir) / f"cpu-experts-{args.host_name}{suffix}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"-> {output}")
+    try:
+        print(f"-> {render_png(result, output.with_suffix('.png'))}")
+    except PlotError as error:
+        print(f"no plot: {error}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
