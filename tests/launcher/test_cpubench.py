@@ -16,7 +16,6 @@ import pytest
 from kthybrid_serve.cpubench import (
     TUTORIAL_CORES,
     TUTORIAL_THREADS,
-    BenchError,
     ExpertShape,
     HostCpus,
     PoolLayout,
@@ -27,6 +26,7 @@ from kthybrid_serve.cpubench import (
     render_table,
     size_working_set,
 )
+from kthybrid_serve.errors import BenchError
 from kthybrid_serve.host import read_host
 from kthybrid_serve.ktworker import bytes_per_expert
 from kthybrid_serve.units import GIB, MIB

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kthybrid_serve.errors import LauncherError
+from kthybrid_serve.errors import BenchError, HostReadError
 from kthybrid_serve.host import HostFacts
+from kthybrid_serve.hostfs import HostTree
 from kthybrid_serve.ktworker import METHODS, RunSpec, bytes_per_expert
 from kthybrid_serve.units import GIB, MIB, parse_size
 
@@ -53,12 +54,6 @@ WORKING_SET_FLOOR = 1 * GIB
 MEMORY_SHARE = 0.25  # of the memory available, at most, for one run's buffers
 WORKER_BASE_TIMEOUT = 120.0
 WORKER_TIMEOUT_PER_GIB = 20.0
-
-
-class BenchError(LauncherError):
-    """The benchmark cannot run here (exit 1 with the line saying why)."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -137,28 +132,31 @@ class HostCpus:
 
 def llc_bytes(root: str, cpus: Sequence[int]) -> int:
     """Total size of the distinct last-level caches the given CPUs use (sysfs cache info)."""
+    tree = HostTree(root)
     caches: dict[str, int] = {}
     best_level = 0
-    base = Path(root) / "sys/devices/system/cpu"
     for cpu in cpus:
-        for index in sorted((base / f"cpu{cpu}" / "cache").glob("index*")):
-            try:
-                level = int((index / "level").read_text())
-                kind = (index / "type").read_text().strip()
-                size_text = (index / "size").read_text().strip()
-                shared = (index / "shared_cpu_list").read_text().strip()
-            except (OSError, ValueError):
-                continue
-            if kind == "Instruction" or level < best_level:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/cache"
+        for name, _ in tree.entries(base, r"index([0-9]+)"):
+            level = tree.read_int(f"{base}/{name}/level", 1, 9)
+            kind = (tree.read(f"{base}/{name}/type") or "").strip()
+            size = (tree.read(f"{base}/{name}/size") or "").strip()
+            shared = (tree.read(f"{base}/{name}/shared_cpu_list") or "").strip()
+            if level is None or not size or kind == "Instruction" or level < best_level:
                 continue
             if level > best_level:
                 caches.clear()
                 best_level = level
-            caches[shared] = parse_size(size_text)
+            try:
+                caches[shared or str(cpu)] = parse_size(size)
+            except ValueError:
+                raise HostReadError(
+                    f"{tree.path(base)}/{name}/size holds {size[:40]!r}, not a cache size"
+                ) from None
     if not caches:
         raise BenchError(
-            f"cannot read the CPU caches below {root}/sys/devices/system/cpu; the read-bandwidth "
-            "buffer must be sized against the last-level cache"
+            f"cannot read the CPU caches below {root.rstrip('/')}/sys/devices/system/cpu; the "
+            "read-bandwidth buffer and the working set are sized against the last-level cache"
         )
     return sum(caches.values())
 
@@ -172,9 +170,9 @@ def host_cpus(host: HostFacts) -> HostCpus:
     cpus_by_node = {
         node: tuple(sorted(by_core.values())) for node, by_core in sorted(chosen.items())
     }
-    available = host.mem_available_bytes
-    if host.cgroup_memory_limit is not None:
-        available = min(available, host.cgroup_memory_limit)
+    available = host.memory_available_bytes()
+    if host.cgroup.memory_limit is not None:
+        available = min(available, host.cgroup.memory_limit)
     return HostCpus(
         cpus_by_node=cpus_by_node,
         logical_cpus=len(host.cpus),

@@ -91,6 +91,18 @@ class DiskSpaceError(LauncherError):
     exit_code = 26
 
 
+class BenchError(LauncherError):
+    """`bench`/`tune` could not measure: no kt-kernel, every run failed, too little memory."""
+
+    exit_code = 27
+
+
+class TuneError(LauncherError):
+    """A tune record that cannot be read or written (names the file and the fix)."""
+
+    exit_code = 28
+
+
 ALL_ERRORS: tuple[type[LauncherError], ...] = (
     UsageError,
     NoGpuError,
@@ -110,4 +122,6 @@ ALL_ERRORS: tuple[type[LauncherError], ...] = (
     GpuCountError,
     MissingKernelError,
     DiskSpaceError,
+    BenchError,
+    TuneError,
 )

@@ -19,17 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from kthybrid_serve.cpubench import ExpertShape
-from kthybrid_serve.errors import LauncherError
+from kthybrid_serve.errors import TuneError
 from kthybrid_serve.host import HostFacts
 from kthybrid_serve.units import GIB
 
 RECORD_FORMAT = 1
-
-
-class TuneError(LauncherError):
-    """A tune record that cannot be read or written (the line names the file and the fix)."""
-
-    exit_code = 1
 
 
 def tune_dir(environ: Mapping[str, str]) -> Path:
@@ -56,6 +50,7 @@ def host_fingerprint(host: HostFacts) -> dict[str, Any]:
 
     Memory is rounded to whole GiB (MemTotal moves by a few MB between boots).
     """
+    quota = host.cgroup.cpu_quota
     return {
         "cpu_model": host.cpu_model,
         "isa": sorted(host.isa_flags),
@@ -63,10 +58,12 @@ def host_fingerprint(host: HostFacts) -> dict[str, Any]:
         "allowed_cpus": _cpulist(set(host.allowed_cpus)),
         "physical_cores_by_node": {str(k): v for k, v in host.physical_cores_by_node().items()},
         "smt": host.smt_active,
+        "memory_nodes": list(host.memory_nodes()),
         "mem_total_gib": round(host.mem_total_bytes / GIB),
         "cgroup_memory_limit_gib": (
-            None if host.cgroup_memory_limit is None else round(host.cgroup_memory_limit / GIB)
+            None if host.cgroup.memory_limit is None else round(host.cgroup.memory_limit / GIB)
         ),
+        "cgroup_cpu_quota": None if quota is None else round(quota.cpus, 2),
     }
 
 
