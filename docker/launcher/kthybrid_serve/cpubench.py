@@ -36,6 +36,7 @@ from kthybrid_serve.errors import BenchError, HostReadError
 from kthybrid_serve.host import HostFacts
 from kthybrid_serve.hostfs import HostTree
 from kthybrid_serve.ktworker import METHODS, RunSpec, bytes_per_expert
+from kthybrid_serve.model import ModelFacts
 from kthybrid_serve.units import GIB, MIB, parse_size
 
 # The tutorial's hand-tuned command ran `--kt-cpuinfer 60 --kt-threadpool-count 2` on a
@@ -76,6 +77,18 @@ class ExpertShape:
             "experts": self.experts,
             "moe_layers": self.moe_layers,
         }
+
+
+def expert_shape(model: ModelFacts) -> ExpertShape:
+    """The routed experts' shape as the model's config and headers give it."""
+    return ExpertShape(
+        model=model.served_name,
+        hidden=model.hidden_size,
+        intermediate=model.moe_intermediate_size,
+        top_k=model.experts_per_token,
+        experts=model.routed_experts,
+        moe_layers=model.moe_layers,
+    )
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from kthybrid_serve.command import (
     plan_env,
     sglang_argv,
 )
+from kthybrid_serve.cpubench import expert_shape
 from kthybrid_serve.errors import GpuCountError, NoGpuError, WeightFormatError
 from kthybrid_serve.gpu_budget import ExpertPlan, GpuRequest, plan_gpu_experts
 from kthybrid_serve.host import HostFacts
@@ -23,6 +24,7 @@ from kthybrid_serve.runtime_needs import ImageFacts, check_runtime_needs
 from kthybrid_serve.settings import Settings
 from kthybrid_serve.targets import Target, TargetData
 from kthybrid_serve.threads import ThreadPlan, ThreadRequest, plan_threads
+from kthybrid_serve.tuning import Tuned, ceiling_item, tuned_threads
 from kthybrid_serve.units import gib
 
 
@@ -67,10 +69,12 @@ def _tp(host: HostFacts, settings: Settings) -> tuple[int, int]:
 
 def _kt_side(
     host: HostFacts,
+    model: ModelFacts,
     weights: CpuWeights,
     settings: Settings,
     gpus_local: int,
-) -> tuple[PlanItem, ThreadPlan]:
+    environ: Mapping[str, str],
+) -> tuple[PlanItem, ThreadPlan, Tuned | None]:
     method_item = choose_method(host, weights, settings)
     check_variant(host, settings)
     request = ThreadRequest(
@@ -81,14 +85,16 @@ def _kt_side(
         required_pools=weights.numa_count,
         sources=tuple(settings.sources.items()),
     )
-    threads = plan_threads(host, request, gpus_local)
+    rule = plan_threads(host, request, gpus_local)
+    shape = expert_shape(model)
+    threads, tuned = tuned_threads(host, shape, method_item.value, request, rule, environ)
     if weights.numa_count is not None and weights.numa_count != len(threads.nodes):
         raise WeightFormatError(
             f"{weights.path} was converted for {weights.numa_count} NUMA node(s) but the plan "
             f"uses {len(threads.nodes)} pool(s); set KTHYBRID_KT_THREADPOOL_COUNT="
             f"{weights.numa_count} or convert again with `kthybrid-serve convert`"
         )
-    return method_item, threads
+    return method_item, threads, tuned
 
 
 def _gpu_request(settings: Settings) -> GpuRequest:
@@ -137,14 +143,15 @@ def make_plan(
     if experts.gpu_only:
         items.append(experts.item)
     else:
-        method_item, threads = _kt_side(host, weights, settings, gpus_local)
+        method_item, threads, tuned = _kt_side(host, model, weights, settings, gpus_local, environ)
+        ceiling = ceiling_item(tuned, expert_shape(model), method_item.value, experts.count)
         kt = KtFlags(threads, experts.count, method_item.value, weights.path)
         weight_item = PlanItem(
             "--kt-weight-path", weights.path,
             f"{weights.format}, {gib(weights.routed_bytes)} of routed experts",
             _source(settings, "kt_weight_path"),
         )  # fmt: skip
-        items += [*threads.items, experts.item, method_item, weight_item]
+        items += [*threads.items, experts.item, method_item, weight_item, ceiling]
     return _assemble(host, model, weights, settings, environ, experts, kt, tp, gpus_local,
                      target, [*items, needs_item])  # fmt: skip
 

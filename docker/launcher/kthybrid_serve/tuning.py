@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kthybrid_serve.cpubench import ExpertShape
+from kthybrid_serve.cpubench import ExpertShape, decode_ceiling
 from kthybrid_serve.errors import TuneError
 from kthybrid_serve.host import HostFacts
-from kthybrid_serve.units import GIB
+from kthybrid_serve.ktworker import bytes_per_expert
+from kthybrid_serve.plan_items import PlanItem
+from kthybrid_serve.threads import ThreadPlan, ThreadRequest
+from kthybrid_serve.units import GIB, MIB
 
 RECORD_FORMAT = 1
 
@@ -214,3 +217,82 @@ def lookup(directory: Path, key: TuneKey) -> Tuned | None:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise TuneError(f"tune record {path} is damaged (missing or bad {error}); {fix}") from error
+
+
+def _layout(nodes: tuple[int, ...], per_pool: tuple[int, ...]) -> str:
+    return ", ".join(f"node {n}: {t}" for n, t in zip(nodes, per_pool, strict=True))
+
+
+def tuned_threads(
+    host: HostFacts,
+    shape: ExpertShape,
+    method: str,
+    request: ThreadRequest,
+    rule: ThreadPlan,
+    environ: Mapping[str, str],
+) -> tuple[ThreadPlan, Tuned | None]:
+    """The plan's threads: the tune record's when one matches, else the rule's.
+
+    A thread count, pool count or node list given by the user wins over a record; converted
+    AMX weights fix the pool count, so a record with another count does not apply.
+    """
+    if request.cpuinfer is not None or request.pools is not None or request.nodes is not None:
+        return rule, None
+    tuned = lookup(tune_dir(environ), tune_key(host, shape, method))
+    if tuned is None:
+        return rule, None
+    if request.required_pools is not None and tuned.pools != request.required_pools:
+        return rule, None
+    rule_figure = f"{tuned.rule_gbps:.1f} GB/s" if tuned.rule_gbps is not None else "no figure"
+    cpuinfer = PlanItem(
+        "--kt-cpuinfer",
+        str(tuned.threads),
+        f"measured by `kthybrid-serve tune` on {tuned.measured_at}: {tuned.gbps:.1f} GB/s of "
+        f"expert weights with {tuned.threads} threads, the best of its runs; the rule gives "
+        f"{rule.cpuinfer} here (tuned against {tuned.rule_threads}: {rule_figure}); record "
+        f"{tuned.path}",
+        "measured",
+    )
+    pools = PlanItem(
+        "--kt-threadpool-count", str(tuned.pools), "the measured layout's pools", "measured"
+    )
+    nodes = PlanItem(
+        "--kt-numa-nodes",
+        " ".join(map(str, tuned.numa_nodes)),
+        "pool i pinned to node i; threads per pool "
+        + _layout(tuned.numa_nodes, tuned.threads_per_pool),
+        "measured",
+    )
+    plan = ThreadPlan(
+        tuned.threads, tuned.numa_nodes, tuned.threads_per_pool, (cpuinfer, pools, nodes)
+    )
+    return plan, tuned
+
+
+def ceiling_item(
+    tuned: Tuned | None, shape: ExpertShape, method: str, gpu_experts_per_layer: int
+) -> PlanItem:
+    """The CPU side's decode ceiling: active expert bytes per token on the CPU / measured GB/s."""
+    if tuned is None:
+        return PlanItem(
+            "CPU decode ceiling",
+            "not measured",
+            "run `kthybrid-serve tune` to measure kt-kernel's GB/s on this host; the plan then "
+            "states the tokens/s the CPU experts allow",
+        )
+    tokens = decode_ceiling(tuned.gbps, shape, method, gpu_experts_per_layer)
+    share = max(0.0, 1 - gpu_experts_per_layer / shape.experts) if shape.experts else 0.0
+    per_token = (
+        shape.moe_layers * shape.top_k * share
+        * bytes_per_expert(method, shape.hidden, shape.intermediate)
+    )  # fmt: skip
+    value = "unbounded" if tokens == float("inf") else f"{tokens:.1f} tokens/s"
+    return PlanItem(
+        "CPU decode ceiling",
+        value,
+        f"{shape.moe_layers} MoE layers x top-{shape.top_k} x {share:.0%} of the experts on the "
+        f"CPU x {bytes_per_expert(method, shape.hidden, shape.intermediate) / MIB:.1f} MiB = "
+        f"{per_token / MIB:.0f} MiB of {method} experts per token, over the {tuned.gbps:.1f} "
+        "GB/s measured by `kthybrid-serve tune`",
+        "measured",
+    )
