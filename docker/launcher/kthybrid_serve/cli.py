@@ -30,6 +30,8 @@ COMMANDS = {
     "doctor": "run every check and report each",
     "convert": "convert the MXFP4 routed experts to kt-kernel's AMXINT4 layout (resumable)",
     "chat": "chat with the running server from the terminal",
+    "bench": "measure kt-kernel's CPU experts: the plan's threads, a sweep, the read bandwidth",
+    "tune": "measure, then store the best thread count for this host, model shape and method",
 }
 
 
@@ -69,7 +71,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, help_text in COMMANDS.items():
         command = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
-        if name in {"plan", "doctor"}:
+        if name in {"plan", "doctor", "bench"}:
             command.add_argument("--json", action="store_true", help="print JSON")
         if name == "plan":
             command.add_argument(
@@ -150,6 +152,44 @@ def run_convert(settings: Settings) -> int:
     return 0
 
 
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_bench(settings: Settings, as_json: bool) -> int:
+    from kthybrid_serve.cpubench import render_table
+    from kthybrid_serve.measure import run_bench_command
+
+    result = run_bench_command(settings, os.environ, _progress)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(render_table(result))
+    print(f"\nwrote {result['json_path']}")
+    print(
+        f"wrote {result['png_path']}" if result["png_path"] else f"no plot: {result['plot_error']}"
+    )
+    return 0
+
+
+def run_tune(settings: Settings) -> int:
+    from kthybrid_serve.cpubench import render_table
+    from kthybrid_serve.measure import run_tune_command
+
+    path, chosen, result = run_tune_command(settings, os.environ, _progress)
+    print(render_table(result))
+    layout = ", ".join(
+        f"node {n}: {t}"
+        for n, t in zip(chosen["numa_nodes"], chosen["threads_per_pool"], strict=True)
+    )
+    print(
+        f"\nstored {path}: {chosen['threads']} threads ({layout}), {chosen['gbps']:.1f} GB/s; "
+        f"plan and serve use it on this host for this model shape and method (the rule gives "
+        f"{result['plan_threads']})"
+    )
+    return 0
+
+
 def run_chat(settings: Settings) -> int:
     if settings.api_key_file is not None:
         from kthybrid_serve.chat import chat_loop
@@ -168,6 +208,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_convert(settings)
     if args.command == "chat":
         return run_chat(settings)
+    if args.command == "bench":
+        return run_bench(settings, bool(args.json))
+    if args.command == "tune":
+        return run_tune(settings)
     return run_serve(settings)
 
 
