@@ -114,3 +114,46 @@ def test_the_record_keeps_the_bench_it_came_from(host: HostFacts, tmp_path: Path
     key = tune_key(host, V4_FLASH, "MXFP4")
     path = store(tmp_path, key, bench_result(), run(15, 49.2))
     assert json.loads(path.read_text())["bench"]["runs"] == bench_result()["runs"]
+
+
+def test_tune_record_changes_the_plans_threads_and_their_source(
+    run_cli: Callable[..., Any],
+    make_host: Callable[..., Path],
+    v4_flash: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = make_host(sockets=2, nodes_per_socket=2, cores_per_node=16, mem_bytes=256 * 1024**3)
+    args = ["plan", "--host-root", str(root), "--model", str(v4_flash), "--json",
+            "--gpu", "NVIDIA GeForce RTX 5090,32607MiB,12.0"]  # fmt: skip
+
+    def items(result: Any) -> dict[str, dict[str, str]]:
+        assert result.code == 0, result.err
+        return {i["name"]: i for i in result.json["items"]}
+
+    before = items(run_cli(*args))
+    assert (before["--kt-cpuinfer"]["value"], before["--kt-cpuinfer"]["source"]) == (
+        "60",
+        "planned",
+    )
+    assert before["CPU decode ceiling"]["value"] == "not measured"
+
+    host = read_host(str(root), ["NVIDIA GeForce RTX 5090,32607MiB,12.0"])
+    shape = ExpertShape("DeepSeek-V4-Flash", 4096, 2048, 6, 256, 43)
+    measured = {"runs": [run(56, 80.0, (0, 1, 2, 3)), run(60, 70.0, (0, 1, 2, 3))],
+                "plan_threads": 60, "plan_gbps": 70.0, "bandwidth_gbps": 200.0}  # fmt: skip
+    store(tune_dir({"XDG_CACHE_HOME": str(tmp_path / "cache")}), tune_key(host, shape, "MXFP4"),
+          measured, choose(measured, host.physical_cores_by_node()))  # fmt: skip
+
+    after = items(run_cli(*args))
+    assert (after["--kt-cpuinfer"]["value"], after["--kt-cpuinfer"]["source"]) == ("56", "measured")
+    assert "80.0 GB/s" in after["--kt-cpuinfer"]["reason"]
+    assert after["--kt-numa-nodes"]["value"] == "0 1 2 3"
+    assert after["CPU decode ceiling"]["value"].endswith("tokens/s")
+    # A thread count given by the user still wins over the record.
+    given = items(run_cli(*args, "--kt-cpuinfer", "48"))
+    assert (given["--kt-cpuinfer"]["value"], given["--kt-cpuinfer"]["source"]) == (
+        "48",
+        "flag --kt-cpuinfer",
+    )
