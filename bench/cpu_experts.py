@@ -17,27 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "docker" / "launcher"), str(REPO / "tests" / "launcher")]
 
-from kthybrid_serve.cpubench import (  # noqa: E402
-    BenchOptions,
-    ExpertShape,
-    PoolLayout,
-    host_cpus,
-    render_table,
-    run_bench,
-)
-from kthybrid_serve.host import read_host  # noqa: E402
-from kthybrid_serve.model import read_cpu_weights, read_model  # noqa: E402
-from kthybrid_serve.plan import choose_method, plan_threads  # noqa: E402
+from kthybrid_serve.cpubench import render_table  # noqa: E402
+from kthybrid_serve.measure import bench_inputs, measure  # noqa: E402
 from kthybrid_serve.plot import PlotError, render_png  # noqa: E402
-from kthybrid_serve.settings import default_settings  # noqa: E402
+from kthybrid_serve.settings import resolve_settings  # noqa: E402
 
 
 def main() -> int:
@@ -58,30 +51,22 @@ def main() -> int:
             from launcher_fixtures import ModelSpec, build_model
 
             model_dir = str(build_model(Path(tmp) / "DeepSeek-V4-Flash", ModelSpec()))
-        model = read_model(model_dir)
-        weights = read_cpu_weights(model.path, model)
-    host = read_host("/", args.gpu)
-    settings = default_settings()
-    method = args.method or choose_method(host, weights, settings).value
-    threads = plan_threads(host, settings, len(host.gpus), None)
-    plan = PoolLayout(threads.nodes, threads.per_pool)
-    shape = ExpertShape(
-        model=model.served_name,
-        hidden=model.hidden_size,
-        intermediate=model.moe_intermediate_size,
-        top_k=model.experts_per_token,
-        experts=model.routed_experts,
-        moe_layers=model.moe_layers,
-    )
+        given: dict[str, object] = {"model": model_dir}
+        if args.gpu:
+            given["gpu"] = tuple(args.gpu)
+        inputs = bench_inputs(resolve_settings(given, {}), os.environ)
+    if args.method:  # e.g. AMXINT4 as if the checkpoint had been converted
+        inputs = replace(inputs, method=args.method)
+    plan = inputs.rule
     print(
-        f"plan: {plan.threads} threads in {plan.pools} pool(s) on node(s) "
-        f"{','.join(map(str, plan.nodes))} ({len(host.gpus)} GPU(s) seen); method {method}",
+        f"plan (rule): {plan.cpuinfer} threads in {len(plan.nodes)} pool(s) on node(s) "
+        f"{','.join(map(str, plan.nodes))} ({len(inputs.host.gpus)} GPU(s) seen); "
+        f"method {inputs.method}",
         flush=True,
     )
-    options = BenchOptions(seconds=args.seconds, progress=lambda line: print(line, flush=True))
-    result = run_bench(shape, method, plan, host_cpus(host), options)
+    result = measure(inputs, plan, lambda line: print(line, flush=True))
     result["host_name"] = args.host_name
-    result["gpus"] = [gpu.name for gpu in host.gpus]
+    method = inputs.method
     print(render_table(result))
     suffix = "" if method == "MXFP4" else f"-{method}"
     output = Path(args.output_dir) / f"cpu-experts-{args.host_name}{suffix}.json"
