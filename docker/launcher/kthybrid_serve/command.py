@@ -8,6 +8,12 @@ from dataclasses import dataclass
 
 from kthybrid_serve.errors import CpuTopologyError
 from kthybrid_serve.host import HostFacts
+from kthybrid_serve.hugepages import (
+    HUGETLB_POOL_FACTOR,
+    HUGETLB_SMALL_PAGE_SHARE,
+    THP_SHARE,
+    glibc_tunables,
+)
 from kthybrid_serve.model import ModelFacts
 from kthybrid_serve.plan_items import PlanItem
 from kthybrid_serve.settings import Settings, format_value
@@ -56,6 +62,19 @@ def plan_env(
         env["KT_KERNEL_CPU_VARIANT"] = settings.kt_cpu_variant
         items.append(PlanItem("KT_KERNEL_CPU_VARIANT", settings.kt_cpu_variant, "forced",
                               settings.source("kt_cpu_variant")))  # fmt: skip
+    tunables = glibc_tunables(settings.hugepages, environ) if method is not None else None
+    if tunables is not None:
+        env["GLIBC_TUNABLES"] = tunables
+        what = (
+            "malloc madvises its mapped chunks: THP backs kt-kernel's expert buffers (measured: "
+            f"{THP_SHARE:.0%} of the expert bytes)"
+            if settings.hugepages == "thp"
+            else "malloc maps its chunks from the reserved 2 MiB pool (measured: the pool holds "
+            f"{HUGETLB_POOL_FACTOR}x the expert bytes, {HUGETLB_SMALL_PAGE_SHARE:.0%} stay on "
+            "4 KiB pages)"
+        )
+        why = f"KTHYBRID_HUGEPAGES={settings.hugepages}: {what}"
+        items.append(PlanItem("GLIBC_TUNABLES", tunables, why, settings.source("hugepages")))
     if settings.api_key_file is not None:
         env["KTHYBRID_API_KEY_FILE"] = settings.api_key_file
     return env, tuple(unset), items

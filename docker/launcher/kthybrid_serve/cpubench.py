@@ -303,6 +303,7 @@ def _read_bandwidth(
             jobs += [(cpu, address + i * chunk, chunk) for i, cpu in enumerate(cpus)]
         barrier = threading.Barrier(len(jobs) + 1)
         passes = [1]
+        starts = [0.0] * len(jobs)
         ends = [0.0] * len(jobs)
         stop = [False]
         failures: list[str] = []
@@ -318,6 +319,7 @@ def _read_bandwidth(
                 barrier.wait()
                 if stop[0]:
                     return
+                starts[index] = time.perf_counter()
                 for _ in range(passes[0]):
                     if libc.memchr(address, 0, length) is not None:
                         failures.append("read-bandwidth buffer changed under the readers")
@@ -333,13 +335,12 @@ def _read_bandwidth(
         barrier.wait()  # buffers filled
 
         def one_round() -> float:
-            barrier.wait()
-            begin = time.perf_counter()
-            barrier.wait()
-            return max(ends) - begin
+            barrier.wait()  # readers start; each times its own reads
+            barrier.wait()  # readers done
+            return max(ends) - min(starts)
 
         first = one_round()
-        passes[0] = max(1, math.ceil(0.2 / max(first, 1e-6)))
+        passes[0] = min(1000, max(1, math.ceil(0.2 / max(first, 1e-6))))
         rates = []
         for _ in range(repeats):
             seconds = one_round()

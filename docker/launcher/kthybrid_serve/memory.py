@@ -31,8 +31,13 @@ def expert_memory_with_overhead(expert_bytes: int) -> int:
     return expert_bytes + int(expert_bytes * EXPERT_OVERHEAD_FRACTION)
 
 
-def host_memory_needed(expert_bytes: int) -> int:
-    return expert_memory_with_overhead(expert_bytes) + RUNTIME_BYTES
+def host_memory_needed(expert_bytes: int, small_page_share: float = 1.0) -> int:
+    """Ordinary RAM (what MemAvailable and the cgroup limit count) the server needs.
+
+    With the experts on a hugetlb pool only `small_page_share` of them stays in ordinary
+    memory; the pool itself is checked against the free hugepages.
+    """
+    return expert_memory_with_overhead(int(expert_bytes * small_page_share)) + RUNTIME_BYTES
 
 
 def helm_values(expert_bytes: int) -> dict[str, int]:

@@ -16,6 +16,7 @@ from kthybrid_serve.cpubench import expert_shape
 from kthybrid_serve.errors import GpuCountError, NoGpuError, WeightFormatError
 from kthybrid_serve.gpu_budget import ExpertPlan, GpuRequest, plan_gpu_experts
 from kthybrid_serve.host import HostFacts
+from kthybrid_serve.hugepages import small_page_share
 from kthybrid_serve.memory import cpu_expert_bytes, host_memory_needed
 from kthybrid_serve.method import check_variant, choose_method
 from kthybrid_serve.model import CpuWeights, ModelFacts
@@ -200,7 +201,9 @@ def _assemble(
         tp_size=tp,
         gpus_used=gpus_local,
         cpu_expert_bytes=expert_bytes,
-        host_memory_needed=host_memory_needed(expert_bytes) if kt else 0,
+        host_memory_needed=host_memory_needed(expert_bytes, small_page_share(settings.hugepages))
+        if kt
+        else 0,
         target=target.name if target else None,
         items=tuple(items),
         gpu_budget=experts.budget,

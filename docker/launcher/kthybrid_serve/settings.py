@@ -20,6 +20,7 @@ from kthybrid_serve.errors import UsageError
 NUMA_POLICIES: Final = ("interleave", "interleave-all", "local", "none")
 CPU_VARIANTS: Final = ("amx", "avx512_bf16", "avx512_vbmi", "avx512_vnni", "avx512_base", "avx2")
 KT_METHODS: Final = ("MXFP4", "AMXINT4", "AMXINT8", "BF16", "FP8")
+HUGEPAGE_MODES: Final = ("off", "thp", "hugetlb")
 # Values that come from outside (environment, flags, manifests) never carry these.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_TEXT = 4096
@@ -72,6 +73,20 @@ def parse_bool(value: str) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ValueError("expected true or false")
+
+
+def hugepage_mode(value: str) -> str:
+    """off | thp | hugetlb; true/false keep their old meaning (require the pool / nothing)."""
+    lowered = value.strip().lower()
+    aliases = {"true": "hugetlb", "1": "hugetlb", "yes": "hugetlb", "on": "hugetlb",
+               "false": "off", "0": "off", "no": "off"}  # fmt: skip
+    mode = aliases.get(lowered, lowered)
+    if mode not in HUGEPAGE_MODES:
+        raise ValueError(
+            "expected off, thp (transparent hugepages through glibc) or hugetlb (the reserved "
+            "2 MiB pool through glibc); true means hugetlb, false off"
+        )
+    return mode
 
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
@@ -263,9 +278,10 @@ class Settings:
         "skip sglang's warm-up request", parse_bool, kind="bool"))
     disable_shared_experts_fusion: bool = option(True, OptionSpec(
         "keep shared experts unfused", parse_bool, kind="bool"))
-    hugepages: bool = option(False, OptionSpec(
-        "require hugepages for the CPU experts", parse_bool, kind="bool",
-        helm="hugepages.enabled"))
+    hugepages: str = option("off", OptionSpec(
+        "back the CPU experts with hugepages through glibc's malloc: off, thp (transparent "
+        "hugepages) or hugetlb (the reserved 2 MiB pool); see bench/results/hugepages-*.json",
+        hugepage_mode, choices=HUGEPAGE_MODES, helm="hugepages.enabled"))
     nnodes: int = option(1, OptionSpec(
         "number of nodes (multi-node tensor parallel)", int_in(1, 1024), helm="multiNode.size"))
     node_rank: int = option(0, OptionSpec("this node's rank, below nnodes", int_in(0, 1023)))

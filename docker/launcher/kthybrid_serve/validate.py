@@ -20,6 +20,14 @@ from kthybrid_serve.errors import (
     ShmTooSmallError,
 )
 from kthybrid_serve.host import HostFacts
+from kthybrid_serve.hugepages import (
+    HUGETLB_PAGE,
+    HUGETLB_POOL_FACTOR,
+    THP_ENABLED,
+    hugetlb_pool_needed,
+    pool_pages,
+    thp_mode,
+)
 from kthybrid_serve.plan import Plan
 from kthybrid_serve.settings import Settings
 from kthybrid_serve.targets import TargetData, driver_at_least
@@ -172,24 +180,59 @@ def check_cgroup_memory(host: HostFacts, plan: Plan) -> Check:
     return ok("cgroup-memory", f"need {gib(plan.host_memory_needed)}, cgroup allows {gib(limit)}")
 
 
+def _pools(host: HostFacts) -> str:
+    sizes = sorted({size for n in host.nodes for size in n.hugepages})
+    shown = []
+    for size in sizes:
+        total, free = pool_pages(host, size)
+        label = f"{size // GIB} GiB" if size >= GIB else f"{size // 1024**2} MiB"
+        shown.append(f"{label} pool {free}/{total} pages free")
+    return ", ".join(shown) or "no hugepage pools"
+
+
 def check_hugepages(host: HostFacts, plan: Plan, settings: Settings) -> Check:
-    total = host.hugepages_total_bytes()
-    free = host.hugepages_free_bytes()
-    if not settings.hugepages:
-        return ok("hugepages", f"not required ({gib(total)} reserved, {gib(free)} free)")
+    """THP's mode and the pools against what the plan makes glibc do with the expert buffers."""
+    mode, thp = settings.hugepages, thp_mode(host)
+    state = f"THP {thp or 'not available'}; {_pools(host)}"
+    reserved = host.hugepages_total_bytes()
     if plan.gpu_only:
-        return ok("hugepages", "GPU-only plan: no CPU experts to back with hugepages")
-    if free < plan.cpu_expert_bytes:
-        state = "none are reserved" if total == 0 else f"{gib(free)} are free of {gib(total)}"
+        return ok("hugepages", f"GPU-only plan: no CPU experts ({state})")
+    if mode == "off":
+        if reserved:
+            return Check(
+                "hugepages",
+                "warn",
+                f"KTHYBRID_HUGEPAGES=off and {gib(reserved)} reserved as hugepages that nothing "
+                f"maps: they only take RAM from the experts ({state}); free them "
+                "(vm.nr_hugepages=0) or set KTHYBRID_HUGEPAGES=hugetlb",
+            )
+        return ok("hugepages", f"off: the expert buffers are on 4 KiB pages ({state})")
+    if mode == "thp":
+        if thp not in {"madvise", "always"}:
+            return fail(
+                "hugepages",
+                HugepagesError(
+                    f"KTHYBRID_HUGEPAGES=thp needs transparent hugepages in madvise or always "
+                    f"mode but this host's is {thp or 'not available'}; set "
+                    f"{THP_ENABLED} to madvise, or KTHYBRID_HUGEPAGES=off"
+                ),
+            )
+        return ok("hugepages", f"thp: glibc madvises the expert buffers ({state})")
+    need = hugetlb_pool_needed(plan.cpu_expert_bytes)
+    total, free = pool_pages(host, HUGETLB_PAGE)
+    if free * HUGETLB_PAGE < need:
+        have = "none are reserved" if total == 0 else f"{free} of {total} are free"
         return fail(
             "hugepages",
             HugepagesError(
-                f"hugepages were required (KTHYBRID_HUGEPAGES) for {gib(plan.cpu_expert_bytes)} "
-                f"of CPU experts but {state} on the allowed memory nodes; reserve them "
-                "(vm.nr_hugepages) or set KTHYBRID_HUGEPAGES=false"
+                f"KTHYBRID_HUGEPAGES=hugetlb needs {gib(need)} of free 2 MiB hugepages for "
+                f"{gib(plan.cpu_expert_bytes)} of CPU experts ({HUGETLB_POOL_FACTOR}x, measured: "
+                f"glibc rounds each buffer up to whole pages) but {have} on the allowed memory "
+                f"nodes; reserve {-(-need // HUGETLB_PAGE)} (vm.nr_hugepages; 1 GiB pages are "
+                "not used) or set KTHYBRID_HUGEPAGES=off"
             ),
         )
-    return ok("hugepages", f"{gib(free)} free hugepages for {gib(plan.cpu_expert_bytes)}")
+    return ok("hugepages", f"hugetlb: {gib(need)} of the 2 MiB pool for the experts ({state})")
 
 
 def check_shm(host: HostFacts) -> Check:
