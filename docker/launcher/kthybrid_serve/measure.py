@@ -27,8 +27,8 @@ from kthybrid_serve.cpubench import (
 )
 from kthybrid_serve.errors import UsageError
 from kthybrid_serve.host import HostFacts, read_host
+from kthybrid_serve.method import choose_method
 from kthybrid_serve.model import read_cpu_weights, read_model
-from kthybrid_serve.plan import choose_method
 from kthybrid_serve.plot import PlotError, render_png
 from kthybrid_serve.settings import Settings
 from kthybrid_serve.threads import ThreadPlan, ThreadRequest, plan_threads
