@@ -90,12 +90,12 @@ def test_thp_on_a_host_where_thp_is_never_is_refused(
 def test_hugetlb_uses_the_2mib_pool_with_the_measured_margin(
     run_cli: Callable[..., Any], make_host: Callable[..., Path], model: Path
 ) -> None:
-    roomy = make_host(hugepages_2m=4096, extra=thp("madvise"))  # 8 GiB
+    roomy = make_host(hugepages_2m=6144, extra=thp("madvise"))  # 12 GiB
     result = plan(run_cli, roomy, model, "--hugepages", "hugetlb")
     assert result.code == 0, result.err
     assert result.json["env"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=2097152"
     experts = result.json["cpu_expert_bytes"]
-    assert HUGETLB_POOL_FACTOR * experts <= 4096 * 2 * 1024**2
+    assert HUGETLB_POOL_FACTOR * experts <= 6144 * 2 * 1024**2
     # Ordinary RAM is then needed only for the share that stays on 4 KiB pages.
     off = plan(run_cli, roomy, model)
     assert result.json["host_memory_needed_bytes"] < off.json["host_memory_needed_bytes"]
