@@ -84,6 +84,7 @@ def run_in_image(docker_client: docker.DockerClient, image: docker.models.images
         volumes: dict[str, dict[str, str]] | None = None,
         entrypoint: list[str] | None = None,
         timeout: int = 300,
+        shm_size: str | None = None,
     ) -> RunResult:
         container = docker_client.containers.run(
             image.id,
@@ -95,6 +96,7 @@ def run_in_image(docker_client: docker.DockerClient, image: docker.models.images
             labels=TEST_LABEL,
             detach=True,
             network_mode="none",
+            shm_size=shm_size,
         )
         try:
             status = container.wait(timeout=timeout)
