@@ -280,8 +280,9 @@ class Settings:
         "keep shared experts unfused", parse_bool, kind="bool"))
     hugepages: str = option("off", OptionSpec(
         "back the CPU experts with hugepages through glibc's malloc: off, thp (transparent "
-        "hugepages) or hugetlb (the reserved 2 MiB pool); see bench/results/hugepages-*.json",
-        hugepage_mode, choices=HUGEPAGE_MODES, helm="hugepages.enabled"))
+        "hugepages) or hugetlb (the reserved 2 MiB pool); see bench/results/hugepages-*.json; "
+        "the chart's hugepages.enabled sets true (hugetlb) or false (off)",
+        hugepage_mode, choices=HUGEPAGE_MODES))
     nnodes: int = option(1, OptionSpec(
         "number of nodes (multi-node tensor parallel)", int_in(1, 1024), helm="multiNode.size"))
     node_rank: int = option(0, OptionSpec("this node's rank, below nnodes", int_in(0, 1023)))

@@ -304,6 +304,32 @@ tolerations:
 {{- end }}
 
 {{/*
+Init container (tune.enabled): `kthybrid-serve tune` with the server's options, resources and
+volumes, so the record it stores in /cache matches the plan the server makes next.
+*/}}
+{{- define "kthybrid.tuneContainer" -}}
+{{- $root := .root }}
+{{- $v := $root.Values -}}
+- name: tune
+  image: {{ include "kthybrid.image" $root | quote }}
+  imagePullPolicy: {{ $v.image.pullPolicy | quote }}
+  args: ["tune"]
+  env:
+    {{- include "kthybrid.serverEnv" . | nindent 4 }}
+  resources:
+    {{- include "kthybrid.serverResources" $root | nindent 4 }}
+  securityContext:
+    {{- include "kthybrid.containerSecurityContext" $v.capabilities | nindent 4 }}
+  volumeMounts:
+    - name: models
+      mountPath: /models
+      readOnly: true
+    {{- include "kthybrid.scratchMounts" $root | nindent 4 }}
+    - name: shm
+      mountPath: /dev/shm
+{{- end }}
+
+{{/*
 Pod template. Arguments: root (the chart context) and role: server (Deployment),
 leader or worker (LeaderWorkerSet). Workers (sglang node rank > 0) answer /health
 and /health_generate on the same port once loaded, so every role gets the same probes.
@@ -335,13 +361,16 @@ spec:
   {{- with include "kthybrid.scheduling" $root | trim }}
   {{- . | nindent 2 }}
   {{- end }}
-  {{- if or $v.models.download.enabled $v.convert.enabled }}
+  {{- if or $v.models.download.enabled $v.convert.enabled $v.tune.enabled }}
   initContainers:
     {{- if $v.models.download.enabled }}
     {{- include "kthybrid.downloadContainer" $root | nindent 4 }}
     {{- end }}
     {{- if $v.convert.enabled }}
     {{- include "kthybrid.waitForConversionContainer" $root | nindent 4 }}
+    {{- end }}
+    {{- if $v.tune.enabled }}
+    {{- include "kthybrid.tuneContainer" . | nindent 4 }}
     {{- end }}
   {{- end }}
   containers:
