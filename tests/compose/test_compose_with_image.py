@@ -123,25 +123,13 @@ def test_plan_sees_hugepages_reserved_on_the_host(
     assert f"{reserved_gib:.1f} GiB reserved as hugepages" in plan
 
 
-def test_hugepages_layer_mounts_hugetlbfs(
+def test_hugepages_layer_backs_the_experts_through_glibc(
     gpu_less: ComposeProject, hugepages_reserved: int
 ) -> None:
     gpu_less.set(COMPOSE_FILE=f"{NO_GPU}:compose.hugepages.yaml")
-    result = gpu_less.run(
-        [
-            "run",
-            "--rm",
-            "--no-deps",
-            "-T",
-            "--entrypoint",
-            "grep",
-            "server",
-            "hugetlbfs",
-            "/proc/mounts",
-        ],
-        timeout=300,
-    )
-    assert " /dev/hugepages hugetlbfs " in result.stdout
+    # No GPU experts, so the CPU holds every expert and the pool must back them.
+    plan = _plan(gpu_less, "plan", "--gpu", RTX_5090, "--kt-num-gpu-experts", "0")
+    assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=2097152" in plan
 
 
 LOCKDOWN_PROBE = """

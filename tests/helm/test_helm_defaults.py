@@ -176,10 +176,10 @@ def test_hugepages_scenario_requests_pages_and_mounts_them(
 ) -> None:
     spec = scenario_renders["hugepages"].one("Deployment")["spec"]["template"]["spec"]
     server = container(spec, "server")
-    assert server["resources"]["limits"]["hugepages-1Gi"] == "144Gi"
+    assert server["resources"]["limits"]["hugepages-2Mi"] == "200Gi"
     assert server["resources"]["limits"]["memory"] == "64Gi"
     volume = next(v for v in spec["volumes"] if v["name"] == "hugepages")
-    assert volume["emptyDir"] == {"medium": "HugePages-1Gi"}
+    assert volume["emptyDir"] == {"medium": "HugePages-2Mi"}
     assert {"name": "hugepages", "mountPath": "/dev/hugepages"} in server["volumeMounts"]
     assert env_of(server)["KTHYBRID_HUGEPAGES"] == "true"
 
