@@ -32,7 +32,13 @@ import docker.errors
 
 from builder.errors import BuildError, DockerUnavailableError
 from builder.matrix import REPO_ROOT, Target, Versions
-from builder.render import RenderedFile, check_rendered, dockerfile_path, render_dockerfile
+from builder.render import (
+    RenderedFile,
+    check_rendered,
+    dockerfile_path,
+    render_dockerfile,
+    render_layer_locks,
+)
 from builder.secret_server import ADDRESS_BUILD_ARG, serve_secrets
 
 CONTEXT_DIR = REPO_ROOT / "docker"
@@ -437,7 +443,7 @@ def build_image(
     )
     dockerfile = dockerfile_path(target)
     rendered = render_dockerfile(target, versions)
-    check_rendered([RenderedFile(dockerfile, rendered)])
+    check_rendered([RenderedFile(dockerfile, rendered), *render_layer_locks(versions)])
     client = connect()
     tags = image_tags(target, versions, options.repository)
     check_disk(client, tags[-1], say)

@@ -67,6 +67,16 @@ def render_dockerfile(target: Target, versions: Versions) -> str:
     )
 
 
+def render_layer_locks(versions: Versions, root: Path = REPO_ROOT) -> list[RenderedFile]:
+    """docker/lock/layers/<layer>.lock: each stack layer's share of stack.lock."""
+    return [
+        RenderedFile(
+            root / LAYER_LOCK_DIR / f"{lock.layer.name}.lock", _layer_lock_text(lock), root
+        )
+        for lock in layer_locks(versions)
+    ]
+
+
 def _layer_lock_text(lock: LayerLock) -> str:
     why = " ".join(lock.layer.why.split())
     return (
@@ -187,7 +197,7 @@ def render_all(
 
 def _orphaned_layer_locks(files: list[RenderedFile]) -> list[Path]:
     """Layer locks on disk that no layer renders any more (a layer renamed or removed)."""
-    roots = {item.root for item in files}
+    roots = {item.root for item in files if item.path.parent == item.root / LAYER_LOCK_DIR}
     rendered = {item.path for item in files}
     return sorted(
         path
