@@ -335,7 +335,11 @@ def _git_revision() -> str:
 
 
 class _Progress:
-    """Turns the engine's stream into step lines, heartbeats, and the last lines for errors."""
+    """Turns the engine's stream into step lines, heartbeats, and the last lines for errors.
+
+    A step is shown once it runs (its first output, or a heartbeat), not when the cache serves
+    it: a build of the last stage lists every earlier stage's steps again, all from the cache.
+    """
 
     STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
     CACHE_HIT = re.compile(r"^ ---> Using cache$")
@@ -352,6 +356,7 @@ class _Progress:
         self.last_lines: deque[str] = deque(maxlen=20)
         self.steps = 0
         self.cache_hits = 0
+        self.pending = False
 
     def elapsed(self, since: float | None = None) -> str:
         seconds = int(time.monotonic() - (since if since is not None else self.started))
@@ -364,16 +369,27 @@ class _Progress:
                 continue
             if self.CACHE_HIT.match(stripped):
                 self.cache_hits += 1
+                self.pending = False
             match = self.STEP.match(stripped)
             if match:
                 self.steps += 1
                 self.step = f"step {match.group(1)}/{match.group(2)}: {match.group(3)[:90]}"
                 self.step_started = self.last_report = time.monotonic()
-                self.emit(f"[{self.label} {self.elapsed()}] {self.step}")
+                self.pending = True
             elif not self.NOISE.match(stripped):
+                self._show_step()
                 self.last_lines.append(stripped)
 
+    def _show_step(self) -> None:
+        if self.pending:
+            self.pending = False
+            self.emit(f"[{self.label} {self.elapsed()}] {self.step}")
+
+    def summary(self) -> str:
+        return f"{self.steps} steps, {self.cache_hits} from the cache"
+
     def heartbeat(self) -> None:
+        self._show_step()
         self.last_report = time.monotonic()
         latest = f"; latest output: {self.last_lines[-1][:100]}" if self.last_lines else ""
         self.emit(
@@ -538,7 +554,7 @@ def build_image(
                 stage_ids[stage] = image_id
             if stage in CACHED_STAGES:
                 client.api.tag(image_id, f"{options.repository}-stage", stage)
-            say(f"[{label}] done in {progress.elapsed()}")
+            say(f"[{label}] done in {progress.elapsed()} ({progress.summary()})")
     if options.stop_after is None:
         for tag in tags:
             repository, _, name = tag.rpartition(":")

@@ -81,6 +81,8 @@ def python_components(
     seen: set[str] = set()
     problems: list[str] = []
     for dist in metadata.distributions(path=[str(site)]):
+        if not dist.metadata["Name"]:
+            continue  # a dist-info folder without metadata: nothing is installed there
         name = normalise(dist.metadata["Name"])
         seen.add(name)
         if name in own:
