@@ -522,6 +522,9 @@ def build_image(
         client, [*tags, *(stage_tag(options.repository, s) for s in CACHED_STAGES)]
     )
     dockerfile_name = f"{target.name}/Dockerfile"
+    # One snapshot of the context for every stage: an edit under docker/ while the build runs
+    # must not give the stages different inputs.
+    context = context_tar(dockerfile_name, rendered).getvalue()
     image_id = ""
     hits = steps = 0
     stage_ids: dict[str, str] = {}
@@ -534,7 +537,7 @@ def build_image(
             if stage in (SBOM_STAGE, None):
                 args["SOURCE_REVISION"] = revision
             chunks = client.api.build(
-                fileobj=context_tar(dockerfile_name, rendered),
+                fileobj=io.BytesIO(context),
                 custom_context=True,
                 dockerfile=dockerfile_name,
                 buildargs=args,
