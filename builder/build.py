@@ -50,9 +50,13 @@ CONTEXT_EXCLUDE = re.compile(
 # Build-only stages, built and tagged <repository>-stage:<name> so that their layers stay
 # cached (each is small: the run-time base plus a few MB); then the image, whose layers the
 # final image shares, then the SBOM stage, which is removed once the image has its SBOM.
+# Every stage is tagged as soon as it is built: an untagged result is "dangling", and any
+# `docker image prune` on this engine (another build's clean-up) would delete it mid-build.
+# The image and SBOM stages lose their tags at the end: the image has all of their layers.
 CACHED_STAGES = ("cuda-toolchain", "build-inputs", "build-tools", "launcher")
 IMAGE_STAGE = "image"
 SBOM_STAGE = "sbom"
+TRANSIENT_STAGES = (IMAGE_STAGE, SBOM_STAGE)
 HEARTBEAT_SECONDS = 30.0
 # The engine holds a layer twice while it commits it, so a build needs about the image's size
 # plus its largest layer: ~9.7 GB + ~2 GB (stack_layers in versions.yaml), with room to spare.
@@ -91,6 +95,8 @@ class BuildResult:
     base_content_digest: str = ""
     cache_hits: int = 0
     steps: int = 0
+    # Every image a step of this build made that still exists when it ends (full ids).
+    created: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -343,6 +349,7 @@ class _Progress:
 
     STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
     CACHE_HIT = re.compile(r"^ ---> Using cache$")
+    STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$")
     # The classic builder's own bookkeeping, not output of the step.
     NOISE = re.compile(r"^( ---> |Removing intermediate container |Successfully (built|tagged) )")
 
@@ -357,6 +364,9 @@ class _Progress:
         self.steps = 0
         self.cache_hits = 0
         self.pending = False
+        # Images the steps of this build made (not those the cache served): short ids.
+        self.created: list[str] = []
+        self.from_cache = False
 
     def elapsed(self, since: float | None = None) -> str:
         seconds = int(time.monotonic() - (since if since is not None else self.started))
@@ -370,6 +380,14 @@ class _Progress:
             if self.CACHE_HIT.match(stripped):
                 self.cache_hits += 1
                 self.pending = False
+                self.from_cache = True
+                continue
+            image = self.STEP_IMAGE.match(stripped)
+            if image:
+                if not self.from_cache:
+                    self.created.append(image.group(1))
+                self.from_cache = False
+                continue
             match = self.STEP.match(stripped)
             if match:
                 self.steps += 1
@@ -527,6 +545,7 @@ def build_image(
     context = context_tar(dockerfile_name, rendered).getvalue()
     image_id = ""
     hits = steps = 0
+    created: list[str] = []
     stage_ids: dict[str, str] = {}
     with serve_secrets(secrets) as secrets_url:
         for stage in stages:
@@ -553,19 +572,24 @@ def build_image(
             image_id = _stream(chunks, progress)
             hits += progress.cache_hits
             steps += progress.steps
+            created += progress.created
             if stage is not None:
                 stage_ids[stage] = image_id
-            if stage in CACHED_STAGES:
+            if stage is not None:
                 client.api.tag(image_id, f"{options.repository}-stage", stage)
             say(f"[{label}] done in {progress.elapsed()} ({progress.summary()})")
     if options.stop_after is None:
         for tag in tags:
             repository, _, name = tag.rpartition(":")
             client.api.tag(image_id, repository, name)
-        # The SBOM stage is the image plus the SBOM tools: once the image has its SBOM it is
-        # not needed, and it is not left looking like a second image of the same size.
-        _remove_untagged(client, [stage_ids[SBOM_STAGE]], say)
-    _remove_untagged(client, previous, say)
+        for stage in TRANSIENT_STAGES:
+            client.images.remove(stage_tag(options.repository, stage), noprune=True)
+    # What no tag needs any more: the SBOM stage (the image plus the SBOM tools: not left
+    # looking like a second image of the same size), stages a --no-cache build made again,
+    # and the images and stages this build's tags pointed at before.
+    sbom_stage = [stage_ids[SBOM_STAGE]] if SBOM_STAGE in stage_ids else []
+    _remove_untagged(client, [*sbom_stage, *reversed(created), *previous], say)
+    left = _existing_ids(client, created)
     return BuildResult(
         image_id,
         tags if options.stop_after is None else [stage_tag(options.repository, str(stages[-1]))],
@@ -576,8 +600,19 @@ def build_image(
         base_content_digest=base_digest,
         cache_hits=hits,
         steps=steps,
+        created=left,
         notes=notes,
     )
+
+
+def _existing_ids(client: docker.DockerClient, short_ids: list[str]) -> list[str]:
+    found = []
+    for short in dict.fromkeys(short_ids):
+        try:
+            found.append(str(client.images.get(short).id))
+        except docker.errors.ImageNotFound:
+            continue
+    return found
 
 
 def _tagged_ids(client: docker.DockerClient, names: list[str]) -> list[str]:
@@ -606,8 +641,10 @@ def _remove_untagged(client: docker.DockerClient, image_ids: list[str], say: Emi
             size = int(image.attrs.get("Size") or 0)
             client.images.remove(image_id, noprune=False)
         except docker.errors.APIError as error:
-            # Still the parent of another image, or used by a container: it stays.
-            say(f"kept {image_id[7:19]}: {_short(error)}")
+            # Still the parent of another image (an ancestor of what the tags name), or used
+            # by a container: it stays.
+            if "child" not in _short(error):
+                say(f"kept {image_id[:19]}: {_short(error)}")
             continue
         freed += size
     if freed:
