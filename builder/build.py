@@ -638,7 +638,6 @@ def _remove_untagged(client: docker.DockerClient, image_ids: list[str], say: Emi
         if image.tags:
             continue
         try:
-            size = int(image.attrs.get("Size") or 0)
             client.images.remove(image_id, noprune=False)
         except docker.errors.APIError as error:
             # Still the parent of another image (an ancestor of what the tags name), or used
@@ -646,6 +645,6 @@ def _remove_untagged(client: docker.DockerClient, image_ids: list[str], say: Emi
             if "child" not in _short(error):
                 say(f"kept {image_id[:19]}: {_short(error)}")
             continue
-        freed += size
+        freed += 1
     if freed:
-        say(f"removed images this build replaced (up to {freed / 1e9:.1f} GB)")
+        say(f"removed {freed} images this build replaced or no longer needs")

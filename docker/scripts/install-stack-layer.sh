@@ -16,7 +16,7 @@ replacements=()
 prunes=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --replace) replacements+=("$2" "$3/*"); shift 3 ;;
+        --replace) replacements+=("$2" "$3"); shift 3 ;;
         --prune) prunes+=("$2" "$3"); shift 3 ;;
         *) echo "install-stack-layer: unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -34,7 +34,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 "${uv_install[@]}" -r "$locks/layers/$layer.lock"
 for ((i = 0; i < ${#replacements[@]}; i += 2)); do
-    "$venv/bin/python" "$here/prune-distribution.py" "${replacements[i]}" "${replacements[i + 1]}"
+    "$venv/bin/python" "$here/prune-distribution.py" --module "${replacements[i]}" "${replacements[i + 1]}"
 done
 if [ ${#replacements[@]} -gt 0 ]; then
     "${uv_install[@]}" -r "$locks/replacements.lock"

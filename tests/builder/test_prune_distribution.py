@@ -29,6 +29,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "kernels_demo/cubins/gemmSm103a.cubin": b"\x7fELF" + b"b" * 2000,
         "kernels_demo/cubins/meta.h": b"// header\n",
         "helper/__init__.py": b"VALUE = 1\n",
+        "helper/cli.py": b"def main():\n    return 0\n",
+        "kernels_demo-1.0.dist-info/entry_points.txt": b"[console_scripts]\n"
+        b"demo-helper = helper.cli:main\ndemo-kernels = kernels_demo:main\n",
         "kernels_demo-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: kernels-demo\n"
         b"Version: 1.0\n",
         "kernels_demo-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\n"
@@ -103,7 +106,7 @@ def test_matching_files_go_and_the_record_lists_exactly_what_stays(venv: Path) -
         for p in (site / top).rglob("*")
         if p.is_file()
     }
-    assert on_disk == set(listed)
+    assert on_disk == {path for path in listed if not path.startswith("../")}
 
 
 def test_a_star_crosses_folders_and_emptied_folders_go(venv: Path) -> None:
@@ -111,6 +114,33 @@ def test_a_star_crosses_folders_and_emptied_folders_go(venv: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert not (site_packages(venv) / "helper").exists()
     assert not any(path.startswith("helper/") for path in record(venv))
+
+
+def test_a_replaced_module_takes_its_console_scripts_and_entry_points_along(venv: Path) -> None:
+    assert (venv / "bin" / "demo-helper").exists()
+    result = prune(venv, "--module", "kernels-demo", "helper")
+    assert result.returncode == 0, result.stderr
+    assert not (venv / "bin" / "demo-helper").exists()
+    assert (venv / "bin" / "demo-kernels").exists()
+    info = site_packages(venv) / "kernels_demo-1.0.dist-info"
+    entry_points = (info / "entry_points.txt").read_text()
+    assert "demo-helper" not in entry_points
+    assert "demo-kernels = kernels_demo:main" in entry_points
+    # The RECORD lists every remaining file with its current hash, entry_points.txt included.
+    rows = {row[0]: row for row in csv.reader(io.StringIO((info / "RECORD").read_text())) if row}
+    assert not any(name.endswith("bin/demo-helper") for name in rows)
+    data = (info / "entry_points.txt").read_bytes()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    assert rows["kernels_demo-1.0.dist-info/entry_points.txt"][1:] == [
+        f"sha256={digest}",
+        str(len(data)),
+    ]
+
+
+def test_wrong_arguments_say_how_to_call_it(venv: Path) -> None:
+    result = prune(venv, "--module", "kernels-demo")
+    assert result.returncode == 1
+    assert result.stderr.startswith("usage: prune-distribution.py")
 
 
 def test_a_pattern_that_matches_nothing_fails_with_one_line(venv: Path) -> None:

@@ -15,6 +15,7 @@ import docker.models.images
 import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
 
 from builder.lock import REPLACEMENTS_LOCK, STACK_LOCK, normalise, split_entries
 from builder.matrix import REPO_ROOT, Target
@@ -88,10 +89,14 @@ def test_debian_packages_are_exactly_the_installed_ones(
     }
     listed = set()
     for component in _components(sbom, "deb"):
-        assert component["purl"].startswith(f"pkg:deb/debian/{component['name']}@")
-        arch = re.search(r"[?&]arch=([^&]+)", component["purl"])
-        assert arch, component["purl"]
-        listed.add((component["name"], component["version"], arch.group(1)))
+        purl = PackageURL.from_string(component["purl"])
+        assert (purl.namespace, purl.name, purl.version) == (
+            "debian",
+            component["name"],
+            component["version"],
+        )
+        assert isinstance(purl.qualifiers, dict)
+        listed.add((purl.name, purl.version, purl.qualifiers["arch"]))
     assert listed == installed
 
 
