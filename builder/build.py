@@ -367,6 +367,7 @@ class _Progress:
         # Images the steps of this build made (not those the cache served): short ids.
         self.created: list[str] = []
         self.from_cache = False
+        self.step_is_from = False
 
     def elapsed(self, since: float | None = None) -> str:
         seconds = int(time.monotonic() - (since if since is not None else self.started))
@@ -384,13 +385,15 @@ class _Progress:
                 continue
             image = self.STEP_IMAGE.match(stripped)
             if image:
-                if not self.from_cache:
+                # FROM names an image that was there before (the base, an earlier stage).
+                if not self.from_cache and not self.step_is_from:
                     self.created.append(image.group(1))
                 self.from_cache = False
                 continue
             match = self.STEP.match(stripped)
             if match:
                 self.steps += 1
+                self.step_is_from = match.group(3).upper().startswith("FROM ")
                 self.step = f"step {match.group(1)}/{match.group(2)}: {match.group(3)[:90]}"
                 self.step_started = self.last_report = time.monotonic()
                 self.pending = True

@@ -92,11 +92,13 @@ def built(
     try:
         yield result, index, needles
     finally:
-        for image in [*result.tags, *reversed(result.created)]:
+        for tag in [t for i in client.images.list(name=f"{REPOSITORY}-stage") for t in i.tags]:
+            client.images.remove(tag)
+        for image in reversed(result.created):
             try:
-                client.images.remove(image, force=True)
-            except docker.errors.ImageNotFound:
-                continue
+                client.images.remove(image)
+            except docker.errors.APIError:
+                continue  # gone with a child already, or a parent of another image
 
 
 def left_images(client: docker.DockerClient, result: BuildResult) -> list[str]:
