@@ -193,7 +193,7 @@ def history(image: str) -> list[dict[str, Any]]:
     steps = [h for h in reversed(client.images.get(image).history())]
     diff_ids = list(attrs["RootFS"]["Layers"])
     # History entries with no layer (ENV, LABEL, ...) have size 0 and "#(nop)" without COPY/ADD.
-    layered = [h for h in steps if not _empty_layer(h)]
+    layered = [h for h in steps if not makes_no_layer(h)]
     if len(layered) != len(diff_ids):
         raise SystemExit(
             f"{image}: {len(layered)} history entries with layers, {len(diff_ids)} layers"
@@ -204,7 +204,7 @@ def history(image: str) -> list[dict[str, Any]]:
     ]
 
 
-def _empty_layer(entry: dict[str, Any]) -> bool:
+def makes_no_layer(entry: dict[str, Any]) -> bool:
     """The classic builder's metadata steps (#(nop) ENV, LABEL, ...) make no layer; RUN,
     COPY, ADD and the imported base do."""
     created_by = str(entry.get("CreatedBy", ""))

@@ -34,6 +34,7 @@ from imagetools import (
     NeedleScanner,
     elapsed,
     history,
+    makes_no_layer,
     read_layers,
     remaining,
     remove_repository,
@@ -81,13 +82,17 @@ def one_build(arch: str, repository: str, index_url: str, bundle: Path) -> dict[
     with DiskSampler() as disk:
         result: BuildResult = build_image(targets[arch], versions, options, emit=print)
     image = image_tags(targets[arch], versions, repository)[-1]
-    # Empty caches: every image in the result's ancestry above the base was made by a step of
-    # this build, none served from an image already on the engine.
+    # Empty caches: every step above the base that made a layer was run by this build, none
+    # served from an image already on the engine. (Steps that make no layer, like the SHELL
+    # right after FROM, may match another Dockerfile's on this engine: no content there.)
     client = connect()
     base = client.images.get(result.base_image).id
-    ancestry = [str(h["Id"]) for h in client.images.get(image).history()]
-    ancestry = ancestry[: ancestry.index(base)] if base in ancestry else ancestry
-    from_cache = [i for i in ancestry if i not in result.created]
+    entries = client.images.get(image).history()
+    ids = [str(h["Id"]) for h in entries]
+    entries = entries[: ids.index(base)] if base in ids else entries
+    ancestry = [str(h["Id"]) for h in entries if not makes_no_layer(h)]
+    made = {i.removeprefix("sha256:")[:12] for i in result.created}
+    from_cache = [i for i in ancestry if i.removeprefix("sha256:")[:12] not in made]
     if from_cache:
         raise SystemExit(
             f"{len(from_cache)} steps of {image} came from images already on the engine: "

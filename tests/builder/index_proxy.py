@@ -51,6 +51,8 @@ class _Handler(BaseHTTPRequestHandler):
                 content_type = answer.headers.get("Content-Type", "text/html")
         except urllib.error.HTTPError as error:
             status, body, content_type = error.code, b"", "text/plain"
+        except OSError as error:  # the real index did not answer: say so, as a proxy does
+            status, body, content_type = 502, str(error).encode(), "text/plain"
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -63,6 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _ProxyServer(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer is not worth a traceback."""
 
     def __init__(self, user: str, password: str, upstream: str) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
