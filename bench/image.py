@@ -1,22 +1,28 @@
-"""Benchmark: image size (total, largest layers, compressed) and build times; writes bench/results.
+"""Benchmark: image size, compressed size, disk a build needs, and build times, per target.
 
-Measures, for one target: a cold build (--cold: kthybrid's images and cached stages removed
-first, so every layer is rebuilt and every package downloaded; the base image stays), a
-rebuild with nothing changed, a rebuild after a launcher-only change (a comment appended to the
-launcher's __init__.py, restored afterwards), and a second target built on the first one's
-cached layers. Prints figures and writes bench/results/image-<arch>.json.
+For the first --arch: with --cold, a build from scratch (the repository's images and stages
+removed first; the base image stays) with the lowest free space under Docker's root sampled
+while it runs; then a rebuild with nothing changed, and a rebuild after a launcher-only change
+(a comment appended to the launcher's __init__.py, restored and rebuilt afterwards). For every
+--arch: a build on the cached shared layers, the image's size and layers, the layers it shares
+with the first target, its compressed size (every layer gzip -6, as a registry push sends
+them) and the free space a build from scratch needs by the engine's own accounting (it holds a
+layer twice while committing it: the largest of "all layers so far + the one being committed").
+Prints figures and writes bench/results/image-<arch>.json.
+
+Usage: python bench/image.py --arch sm120 --arch sm100 [--repository kthybrid] [--cold]
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from builder.build import BuildOptions, build_image, connect
+from imagetools import DiskSampler, elapsed, history, read_layers, remove_repository, write_json
+
+from builder.build import BuildOptions, build_image, image_tags
 from builder.cli import default_ca_bundle
 from builder.errors import BuilderError
 from builder.matrix import REPO_ROOT, load_targets, load_versions
@@ -25,113 +31,99 @@ RESULTS = Path(__file__).parent / "results"
 LAUNCHER_INIT = REPO_ROOT / "docker" / "launcher" / "kthybrid_serve" / "__init__.py"
 
 
-def timed_build(arch: str, **options: Any) -> float:
-    targets, versions = load_targets(), load_versions()
+def timed_build(arch: str, repository: str) -> float:
+    ca = default_ca_bundle()
+    options = BuildOptions(repository=repository, ca_bundle=Path(ca) if ca else None)
     started = time.monotonic()
-    build_image(targets[arch], versions, BuildOptions(**options), emit=lambda _line: None)
-    return round(time.monotonic() - started, 1)
+    build_image(load_targets()[arch], load_versions(), options, emit=lambda _line: None)
+    return elapsed(started)
 
 
-def remove_cached_images() -> None:
-    """Remove kthybrid's images and stages, as on a machine that never built them.
-
-    (A --no-cache build is not the same: the classic builder does not offer the layers of a
-    --no-cache build as cache to the next build, so that build would be cold too.)
-    """
-    client = connect()
-    for image in client.images.list():
-        for tag in image.tags:
-            if tag.startswith(("kthybrid:", "kthybrid-stage:")):
-                client.images.remove(tag, force=True)
-    client.images.prune(filters={"dangling": True})
-
-
-def compressed_size(image: str) -> int:
-    """Bytes of `docker save` gzip-compressed (level 6), as a registry push would roughly send."""
-
-    class Counter:
-        total = 0
-
-        def write(self, data: bytes) -> int:
-            self.total += len(data)
-            return len(data)
-
-        def flush(self) -> None:
-            pass
-
-    counter = Counter()
-    client = connect()
-    with gzip.GzipFile(fileobj=counter, mode="wb", compresslevel=6) as compressed:  # type: ignore[arg-type]
-        for chunk in client.images.get(image).save(chunk_size=8 << 20):
-            compressed.write(chunk)
-    return counter.total
+def commit_peak(layers: list[dict[str, Any]]) -> int:
+    """What the engine holds at its fullest while building these layers in order: every layer
+    so far, plus a second copy of the one it is committing."""
+    total = peak = 0
+    for layer in layers:
+        total += layer["size"]
+        peak = max(peak, total + layer["size"])
+    return peak
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--arch", default="sm120")
-    parser.add_argument("--second-arch", default="sm90")
-    parser.add_argument("--cold", action="store_true", help="also time a build with no cache")
-    parser.add_argument("--no-compressed", action="store_true", help="skip the compressed size")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", action="append", help="target (repeat for several)")
+    parser.add_argument("--repository", default="kthybrid")
+    parser.add_argument("--cold", action="store_true", help="also time a build from scratch")
+    parser.add_argument("--no-compressed", action="store_true", help="skip compressed sizes")
     args = parser.parse_args()
-    # The same CA bundle as `make image` (the CLI's default), so the cached layers match.
-    ca = default_ca_bundle()
-    common: dict[str, Any] = {"ca_bundle": Path(ca) if ca else None}
-    result: dict[str, Any] = {
-        "arch": args.arch,
-        "machine": "2 cores, no GPU (this project's CI kind)",
+    archs = args.arch or ["sm120"]
+    targets, versions = load_targets(), load_versions()
+    first = archs[0]
+    results: dict[str, dict[str, Any]] = {
+        arch: {"arch": arch, "machine": "2 cores, no GPU (this project's CI kind)"}
+        for arch in archs
     }
-
+    lead = results[first]
     if args.cold:
-        remove_cached_images()
-        result["cold_build_seconds"] = timed_build(args.arch, **common)
-        print(f"cold build: {result['cold_build_seconds']} s")
-    result["warm_rebuild_seconds"] = timed_build(args.arch, **common)
-    print(f"rebuild, nothing changed: {result['warm_rebuild_seconds']} s")
-
+        lead["removed_before_cold_build"] = remove_repository(args.repository)
+        with DiskSampler() as disk:
+            lead["cold_build_seconds"] = timed_build(first, args.repository)
+        lead["cold_build_peak_disk_used_bytes"] = disk.peak_used
+        print(
+            f"{first}: cold build {lead['cold_build_seconds']} s, disk used at its peak "
+            f"{disk.peak_used / 1e9:.2f} GB"
+        )
+    lead["warm_rebuild_seconds"] = timed_build(first, args.repository)
+    print(f"{first}: rebuild, nothing changed: {lead['warm_rebuild_seconds']} s")
     original = LAUNCHER_INIT.read_text()
     try:
         LAUNCHER_INIT.write_text(original + f"# benchmark edit {time.time()}\n")
-        result["launcher_only_rebuild_seconds"] = timed_build(args.arch, **common)
+        lead["launcher_only_rebuild_seconds"] = timed_build(first, args.repository)
     finally:
         LAUNCHER_INIT.write_text(original)
-    print(f"rebuild after a launcher-only change: {result['launcher_only_rebuild_seconds']} s")
-    # Build once more with the launcher as committed, so the tagged image matches the tree.
-    timed_build(args.arch, **common)
-
-    result["second_target_build_seconds"] = timed_build(args.second_arch, **common)
     print(
-        f"second target ({args.second_arch}) on cached layers: "
-        f"{result['second_target_build_seconds']} s"
+        f"{first}: rebuild after a launcher-only change: {lead['launcher_only_rebuild_seconds']} s"
     )
+    timed_build(first, args.repository)  # the tagged image matches the tree again
 
-    client = connect()
-    first = client.images.get(f"kthybrid:{args.arch}")
-    second = client.images.get(f"kthybrid:{args.second_arch}")
-    first_layers = first.attrs["RootFS"]["Layers"]
-    second_layers = second.attrs["RootFS"]["Layers"]
-    shared = sum(1 for a, b in zip(first_layers, second_layers, strict=False) if a == b)
-    result["layers"] = len(first_layers)
-    result["layers_shared_with_second_target"] = shared
-    result["size_bytes"] = first.attrs["Size"]
-    history = sorted(first.history(), key=lambda layer: -int(layer["Size"]))
-    result["largest_layers"] = [
-        {"bytes": int(layer["Size"]), "created_by": layer["CreatedBy"][:160]}
-        for layer in history[:6]
-    ]
-    print(
-        f"image size: {first.attrs['Size'] / 1e9:.2f} GB in {len(first_layers)} layers "
-        f"({shared} shared with {args.second_arch})"
-    )
-    for layer in result["largest_layers"]:
-        print(f"  {layer['bytes'] / 1e9:6.2f} GB  {layer['created_by'][:100]}")
-    if not args.no_compressed:
-        result["compressed_bytes_gzip6"] = compressed_size(f"kthybrid:{args.arch}")
-        print(
-            f"compressed (docker save | gzip -6): {result['compressed_bytes_gzip6'] / 1e9:.2f} GB"
+    compressed: dict[str, int] = {}
+    first_layers: list[str] = []
+    for arch in archs:
+        result = results[arch]
+        if arch != first:
+            seconds = timed_build(arch, args.repository)
+            result["build_on_cached_layers_seconds"] = seconds
+            print(f"{arch}: built on the cached layers in {seconds} s")
+        image = image_tags(targets[arch], versions, args.repository)[-1]
+        layers = history(image)
+        digests = [layer["diff_id"] for layer in layers]
+        if arch == first:
+            first_layers = digests
+        result["size_bytes"] = sum(layer["size"] for layer in layers)
+        result["layers"] = [
+            {"bytes": layer["size"], "created_by": layer["created_by"][:160]} for layer in layers
+        ]
+        result["layers_shared_with_" + first] = sum(
+            1 for a, b in zip(digests, first_layers, strict=False) if a == b
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"image-{args.arch}.json").write_text(json.dumps(result, indent=2) + "\n")
+        result["free_space_needed_bytes"] = commit_peak(layers)
+        print(
+            f"{arch}: {result['size_bytes'] / 1e9:.2f} GB in {len(layers)} layers "
+            f"({result['layers_shared_with_' + first]} shared with {first}); a build from "
+            f"scratch holds up to {result['free_space_needed_bytes'] / 1e9:.2f} GB"
+        )
+        if not args.no_compressed:
+            todo = set(digests) - set(compressed)
+            started = time.monotonic()
+            for diff_id, info in read_layers(image, compress=todo).items():
+                if diff_id in todo:
+                    compressed[diff_id] = info.gzip6_size
+            result["compressed_bytes_gzip6"] = sum(compressed[d] for d in digests)
+            print(
+                f"{arch}: compressed (every layer gzip -6): "
+                f"{result['compressed_bytes_gzip6'] / 1e9:.2f} GB ({elapsed(started)} s to measure)"
+            )
+        write_json(RESULTS / f"image-{arch}.json", result)
 
 
 if __name__ == "__main__":

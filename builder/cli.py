@@ -51,9 +51,14 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 def _cmd_lock(args: argparse.Namespace) -> int:
     from builder.lock import write_locks
+    from builder.render import render_all, write_rendered
 
-    for path in write_locks(load_versions(), index_url=args.index_url):
+    versions = load_versions()
+    for path in write_locks(versions, index_url=args.index_url, only=args.only):
         print(f"wrote {path}")
+    # The layer locks are renders of stack.lock: keep them in step with it.
+    for item in write_rendered(render_all(load_targets(), versions)):
+        print(f"wrote {item.relative}")
     return 0
 
 
@@ -84,11 +89,33 @@ def _cmd_build(args: argparse.Namespace) -> int:
         ca_bundle=Path(ca) if ca else None,
         pull=not args.no_pull,
         no_cache=args.no_cache,
+        stop_after=args.stop_after,
     )
     result = build_image(target, load_versions(), options)
     print(f"built {result.image_id[:19]} as {', '.join(result.tags)}")
-    print(f"base: {result.base_image} ({result.base_origin})")
+    print(f"base: {result.base_image} ({result.base_origin}; content {result.base_content_digest})")
     print(f"CUDA toolchain image: {result.cuda_toolchain_image or 'none: this image has no nvcc'}")
+    print(f"SOURCE_DATE_EPOCH: {result.source_date_epoch}")
+    return 0
+
+
+def _cmd_sbom(args: argparse.Namespace) -> int:
+    from builder.build import image_tags
+    from builder.sbom import SBOM_PATH, extract_sbom
+
+    target = select_target(load_targets(), args.arch)
+    image = image_tags(target, load_versions(), args.repository)[-1]
+    output = Path(args.output or f"build/{target.name}/sbom.cdx.json")
+    summary = extract_sbom(image, output)
+    print(f"wrote {output} ({SBOM_PATH} of {image}: {summary})")
+    return 0
+
+
+def _cmd_bases(args: argparse.Namespace) -> int:
+    from builder.bases import describe_bases
+
+    for line in describe_bases(load_versions(), pull=not args.no_pull, record=args.record):
+        print(line)
     return 0
 
 
@@ -110,6 +137,11 @@ def parser() -> argparse.ArgumentParser:
 
     lock = commands.add_parser("lock", help="resolve the pinned versions into hash locks (uv)")
     lock.add_argument("--index-url", help="package index or mirror to resolve against")
+    lock.add_argument(
+        "--only",
+        choices=("stack", "build-tools", "sbom-tools"),
+        help="resolve one lock and leave the others as they are",
+    )
     lock.set_defaults(run=_cmd_lock)
 
     build = commands.add_parser("build", help="build one target's image with the Docker engine")
@@ -130,7 +162,31 @@ def parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--no-pull", action="store_true", help="never pull; use local images only")
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    build.add_argument(
+        "--stop-after",
+        choices=("cuda-toolchain", "build-inputs", "build-tools", "launcher"),
+        help="build the build-only stages up to this one and tag them, not the image",
+    )
     build.set_defaults(run=_cmd_build)
+
+    sbom = commands.add_parser("sbom", help="write a built image's CycloneDX SBOM to a file")
+    sbom.add_argument("--arch", required=True, help="target name, e.g. sm120")
+    sbom.add_argument(
+        "--repository", default="kthybrid", help="image repository (default kthybrid)"
+    )
+    sbom.add_argument("--output", help="file to write (default build/<arch>/sbom.cdx.json)")
+    sbom.set_defaults(run=_cmd_sbom)
+
+    bases = commands.add_parser(
+        "bases", help="show the base images' registry and content digests (--record pins them)"
+    )
+    bases.add_argument("--no-pull", action="store_true", help="look at local images only")
+    bases.add_argument(
+        "--record",
+        action="store_true",
+        help="write the registry digests that a registry answered into builder/versions.yaml",
+    )
+    bases.set_defaults(run=_cmd_bases)
     return main
 
 

@@ -16,9 +16,14 @@ LOCK_DIR = REPO_ROOT / "docker" / "lock"
 STACK_LOCK = LOCK_DIR / "stack.lock"
 REPLACEMENTS_LOCK = LOCK_DIR / "replacements.lock"
 BUILD_TOOLS_LOCK = LOCK_DIR / "build-tools.lock"
+SBOM_TOOLS_LOCK = LOCK_DIR / "sbom-tools.lock"
 
 # Installer and wheel builder used inside the image build (never in the image); hashed too.
 BUILD_TOOLS = ("uv==0.9.5", "setuptools==80.9.0", "wheel==0.45.1")
+# The CycloneDX library that writes the image's SBOM in a build-only stage; hashed too.
+SBOM_TOOLS = ("cyclonedx-python-lib==11.12.0",)
+# What `python -m builder lock --only NAME` can resolve alone, leaving the other locks as they are.
+LOCK_NAMES = ("stack", "build-tools", "sbom-tools")
 
 _ENTRY_START = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
@@ -105,8 +110,47 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def write_locks(versions: Versions, *, index_url: str | None = None) -> list[Path]:
-    """Resolve and write every lock file; returns the paths written."""
+def _tools_lock(
+    tools: tuple[str, ...], versions: Versions, index_url: str | None, what: str
+) -> str:
+    entries = split_entries(_compile(list(tools), [], versions, index_url))
+    return _header(what) + "\n".join(text for _, text in entries) + "\n"
+
+
+def write_locks(
+    versions: Versions, *, index_url: str | None = None, only: str | None = None
+) -> list[Path]:
+    """Resolve and write the lock files (or only one of LOCK_NAMES); returns the paths written."""
+    if only is not None and only not in LOCK_NAMES:
+        raise LockError(f"unknown lock {only!r}: choose one of {', '.join(LOCK_NAMES)}")
+    outputs: dict[Path, str] = {}
+    if only in (None, "stack"):
+        outputs.update(_stack_locks(versions, index_url))
+    if only in (None, "build-tools"):
+        outputs[BUILD_TOOLS_LOCK] = _tools_lock(
+            BUILD_TOOLS,
+            versions,
+            index_url,
+            "The installer used inside the image build (not in the image).",
+        )
+    if only in (None, "sbom-tools"):
+        outputs[SBOM_TOOLS_LOCK] = _tools_lock(
+            SBOM_TOOLS,
+            versions,
+            index_url,
+            "The CycloneDX library that writes the image's SBOM (a build-only stage; "
+            "not in the image).",
+        )
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    # Write each file atomically so an interrupted run leaves the old lock intact.
+    for path, text in outputs.items():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return list(outputs)
+
+
+def _stack_locks(versions: Versions, index_url: str | None) -> dict[Path, str]:
     requirements = [f"{r.name}=={r.version}" for r in versions.requirements]
     overrides = [f"{o.name}{o.spec}" for o in versions.overrides]
     compiled = _compile(requirements, overrides, versions, index_url)
@@ -118,9 +162,7 @@ def write_locks(versions: Versions, *, index_url: str | None = None) -> list[Pat
         raise LockError(f"the resolved set lacks {', '.join(sorted(missing))}")
     stack = [text for name, text in entries if name not in replaced_by]
     replacements = [text for name, text in entries if name in replaced_by]
-    tools = split_entries(_compile(list(BUILD_TOOLS), [], versions, index_url))
-
-    outputs = {
+    return {
         STACK_LOCK: _header(
             "Every package of the image's Python stack except module replacements; "
             "installed with --no-deps --require-hashes."
@@ -132,17 +174,7 @@ def write_locks(versions: Versions, *, index_url: str | None = None) -> list[Pat
         )
         + "\n".join(replacements)
         + "\n",
-        BUILD_TOOLS_LOCK: _header("The installer used inside the image build (not in the image).")
-        + "\n".join(text for _, text in tools)
-        + "\n",
     }
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    # Write each file atomically so an interrupted run leaves the old lock intact.
-    for path, text in outputs.items():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    return list(outputs)
 
 
 def read_lock(path: Path = STACK_LOCK) -> list[LockedPackage]:

@@ -19,6 +19,16 @@ VERSIONS_FILE = PACKAGE_DIR / "versions.yaml"
 
 
 @dataclass(frozen=True)
+class PruneRule:
+    """Files of one distribution that some targets' GPUs can never load."""
+
+    name: str
+    distribution: str
+    paths: tuple[str, ...]
+    why: str
+
+
+@dataclass(frozen=True)
 class Target:
     """One GPU architecture that gets its own image."""
 
@@ -37,6 +47,7 @@ class Target:
     validation_note: str
     min_driver: str
     gpu_products: tuple[str, ...]
+    prune: tuple[PruneRule, ...] = ()
 
     @property
     def backends(self) -> dict[str, str]:
@@ -88,6 +99,16 @@ class ModuleReplacement:
 
 
 @dataclass(frozen=True)
+class StackLayer:
+    """One image layer of the Python stack: the locked packages its patterns select."""
+
+    name: str
+    packages: tuple[str, ...]
+    why: str
+    per_target: bool = False
+
+
+@dataclass(frozen=True)
 class Versions:
     """Every pinned version, with the reason for each."""
 
@@ -100,6 +121,9 @@ class Versions:
     requirements: tuple[Requirement, ...]
     overrides: tuple[Override, ...]
     module_replacements: tuple[ModuleReplacement, ...]
+    stack_layers: tuple[StackLayer, ...] = ()
+    base_digest: str | None = None
+    cuda_toolchain_digest: str | None = None
 
     def version_of(self, name: str) -> str:
         for requirement in self.requirements:
@@ -108,9 +132,22 @@ class Versions:
         raise MatrixError(f"versions file has no requirement named {name!r}")
 
     @property
+    def base_image_ref(self) -> str:
+        """The base as FROM names it: by digest where one is recorded, else by tag."""
+        return _ref(self.base_image, self.base_digest)
+
+    @property
+    def cuda_toolchain_image_ref(self) -> str:
+        return _ref(self.cuda_toolchain_image, self.cuda_toolchain_digest)
+
+    @property
     def cuda_tag(self) -> str:
         """`cu128` for CUDA 12.8: the form image tags and wheel names use."""
         return "cu" + self.cuda.replace(".", "")
+
+
+def _ref(name: str, digest: str | None) -> str:
+    return f"{name}@{digest}" if digest else name
 
 
 def _load_validated(path: Path, schema_path: Path) -> dict[str, Any]:
@@ -138,10 +175,27 @@ def _load_validated(path: Path, schema_path: Path) -> dict[str, Any]:
 def load_targets(path: Path = TARGETS_FILE) -> dict[str, Target]:
     """Targets by name, in the file's order, after schema validation."""
     data = _load_validated(path, PACKAGE_DIR / "targets.schema.json")
+    rules = {
+        name: PruneRule(name, rule["distribution"], tuple(rule["paths"]), rule["why"])
+        for name, rule in data.get("prune_rules", {}).items()
+    }
     targets: dict[str, Target] = {}
     seen_cc: dict[str, str] = {}
     for name, fields in data["targets"].items():
-        target = Target(name=name, **{**fields, "gpu_products": tuple(fields["gpu_products"])})
+        unknown = [rule for rule in fields.get("prune", []) if rule not in rules]
+        if unknown:
+            raise MatrixError(
+                f"{path}: target {name!r} names prune rule(s) {', '.join(map(repr, unknown))} "
+                f"that prune_rules does not define (defined: {', '.join(rules) or 'none'})"
+            )
+        target = Target(
+            name=name,
+            **{
+                **fields,
+                "gpu_products": tuple(fields["gpu_products"]),
+                "prune": tuple(rules[rule] for rule in fields.get("prune", [])),
+            },
+        )
         expected = "sm" + target.compute_capability.replace(".", "")
         if name != expected:
             raise MatrixError(
@@ -196,12 +250,23 @@ def load_versions(path: Path = VERSIONS_FILE) -> Versions:
         platform=data["platform"],
         cuda=data["cuda"],
         base_image=data["images"]["base"],
+        base_digest=data["images"]["base_digest"],
         cuda_toolchain_image=data["images"]["cuda_toolchain"],
+        cuda_toolchain_digest=data["images"]["cuda_toolchain_digest"],
         cuda_toolchain_version=data["images"]["cuda_toolchain_version"],
         requirements=tuple(Requirement(**item) for item in data["requirements"]),
         overrides=tuple(Override(**item) for item in data["overrides"]),
         module_replacements=tuple(
             ModuleReplacement(**item) for item in data["module_replacements"]
+        ),
+        stack_layers=tuple(
+            StackLayer(
+                name=item["name"],
+                packages=tuple(item["packages"]),
+                why=item["why"],
+                per_target=bool(item.get("per_target", False)),
+            )
+            for item in data["stack_layers"]
         ),
     )
     names = [r.name for r in versions.requirements]
@@ -215,4 +280,34 @@ def load_versions(path: Path = VERSIONS_FILE) -> Versions:
                     f"{path}: module replacement of {replacement.module!r} names {dist!r}, "
                     f"which is not in requirements"
                 )
+    _check_layers(path, versions)
     return versions
+
+
+def _check_layers(path: Path, versions: Versions) -> None:
+    """Per-target layers come last, so that every target shares the layers before them."""
+    layers = versions.stack_layers
+    names = [layer.name for layer in layers]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise MatrixError(f"{path}: stack_layers names {', '.join(duplicates)} more than once")
+    flags = [layer.per_target for layer in layers]
+    if flags.count(True) != 1 or not flags[-1]:
+        raise MatrixError(
+            f"{path}: stack_layers needs exactly one layer with per_target: true, and it must "
+            f"be the last one (the layers before it are shared by every target)"
+        )
+
+
+def check_prune_rules(targets: dict[str, Target], versions: Versions) -> None:
+    """Every pruned distribution is installed by the per-target layer (the last one)."""
+    last = versions.stack_layers[-1]
+    for target in targets.values():
+        for rule in target.prune:
+            if rule.distribution not in last.packages:
+                raise MatrixError(
+                    f"prune rule {rule.name!r} (target {target.name}) removes files of "
+                    f"{rule.distribution}, which the per-target layer {last.name!r} does not "
+                    f"install: list it under that layer's packages in builder/versions.yaml, "
+                    f"so that the files are removed where they are installed"
+                )

@@ -15,7 +15,8 @@ log() { printf 'offline-base: %s\n' "$*" >&2; }
 
 if [ "${FORCE:-0}" != 1 ] && docker image inspect "$image" >/dev/null 2>&1; then
     origin="$(docker image inspect --format '{{index .Config.Labels "io.kthybrid.base.origin"}}' "$image")"
-    log "$image already present (${origin:-pulled from a registry}); FORCE=1 rebuilds it"
+    digest="$(docker image inspect --format '{{index .RootFS.Layers 0}}' "$image")"
+    log "$image already present (${origin:-pulled from a registry}; first layer $digest); FORCE=1 rebuilds it"
     exit 0
 fi
 
@@ -63,4 +64,7 @@ tar --numeric-owner -C "$rootfs" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change "LABEL io.kthybrid.base.origin=\"debootstrap $suite minbase from $mirror on $(date -u +%Y-%m-%d)\"" \
     - "$image" >/dev/null
+# The content digest names the root file system itself (the sha256 of its tar, the image's one
+# layer): an import gets a new image ID each time, a registry digest needs a registry.
 log "done: $image ($(docker image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"
+log "content digest: $(docker image inspect --format '{{index .RootFS.Layers 0}}' "$image")"

@@ -121,3 +121,33 @@ def test_failed_build_step_shows_the_step_and_its_last_lines(base_without_a_shel
     assert "Traceback" not in result.stderr
     assert "build failed at step" in result.stderr
     assert "collect-cuda-toolchain.sh" in result.stderr
+
+
+def test_an_index_url_that_is_not_one_is_refused_without_echoing_its_password() -> None:
+    result = run_builder("build", "--arch", "sm120", "--index-url", "ftp://me:hunter2@host/simple")
+    line = assert_one_line_error(result, "is not an http(s) URL of a package index")
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "me:***@host" in line
+
+
+@pytest.mark.docker
+def test_sbom_of_an_image_that_is_not_built_says_how_to_build_it(
+    docker_client: docker.DockerClient,
+) -> None:
+    result = run_builder("sbom", "--arch", "sm120", "--repository", "kthybrid-test-absent")
+    assert_one_line_error(result, "kthybrid-test-absent:sm120 is not built", "make image")
+
+
+@pytest.mark.docker
+def test_bases_reports_each_base_and_the_local_content_digest(
+    docker_client: docker.DockerClient,
+) -> None:
+    result = run_builder("bases", "--no-pull")
+    assert result.returncode == 0, result.stderr
+    base, toolchain = result.stdout.splitlines()
+    assert base.startswith("base: debian:bookworm-slim: recorded none; ")
+    assert toolchain.startswith("cuda_toolchain: nvidia/cuda:12.8.1-devel-ubuntu22.04: ")
+    if "here: content sha256:" in base:
+        digest = base.split("here: content ", 1)[1].split()[0]
+        layers = docker_client.images.get("debian:bookworm-slim").attrs["RootFS"]["Layers"]
+        assert len(layers) > 1 or digest == layers[0]

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
 from builder.errors import MatrixError, UnknownTargetError
-from builder.matrix import TARGETS_FILE, load_targets, load_versions, select_target
+from builder.matrix import (
+    TARGETS_FILE,
+    VERSIONS_FILE,
+    check_prune_rules,
+    load_targets,
+    load_versions,
+    select_target,
+)
 
 
 def _write_targets(tmp_path: Path, mutate: object) -> Path:
@@ -90,3 +98,49 @@ def test_the_asked_for_pins_hold() -> None:
 def test_overrides_cover_every_pin_that_contradicts_sglang_kt() -> None:
     overridden = {o.name for o in load_versions().overrides}
     assert {"flashinfer-python", "flashinfer-cubin", "tilelang"} <= overridden
+
+
+def test_targets_that_never_load_sgl_kernels_sm90_ops_leave_them_out() -> None:
+    for target in load_targets().values():
+        rules = {rule.name for rule in target.prune}
+        assert ("sgl-kernel-sm90-ops" in rules) == (target.sgl_kernel_ops != "sm90"), target.name
+
+
+def test_an_undefined_prune_rule_is_refused(tmp_path: Path) -> None:
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["targets"]["sm120"]["prune"] = ["no-such-rule"]
+
+    with pytest.raises(MatrixError, match="prune rule\\(s\\) 'no-such-rule' that prune_rules"):
+        load_targets(_write_targets(tmp_path, mutate))
+
+
+def test_a_rule_on_a_distribution_outside_the_per_target_layer_is_refused(tmp_path: Path) -> None:
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["prune_rules"]["flashinfer-cubins-sm10x"]["distribution"] = "torch"
+
+    targets = load_targets(_write_targets(tmp_path, mutate))
+    with pytest.raises(MatrixError, match="removes files of torch, which the per-target layer"):
+        check_prune_rules(targets, load_versions())
+
+
+def test_the_per_target_layer_must_be_last_and_only_one(tmp_path: Path) -> None:
+    data = yaml.safe_load(VERSIONS_FILE.read_text())
+    data["stack_layers"][0]["per_target"] = True
+    path = tmp_path / "versions.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(MatrixError, match="exactly one layer with per_target: true"):
+        load_versions(path)
+
+
+def test_a_base_digest_must_be_a_sha256(tmp_path: Path) -> None:
+    data = yaml.safe_load(VERSIONS_FILE.read_text())
+    data["images"]["base_digest"] = "latest"
+    path = tmp_path / "versions.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(MatrixError, match="images/base_digest"):
+        load_versions(path)
+
+
+def test_a_recorded_digest_pins_from_by_digest() -> None:
+    versions = dataclasses.replace(load_versions(), base_digest="sha256:" + "0" * 64)
+    assert versions.base_image_ref == "debian:bookworm-slim@sha256:" + "0" * 64

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from builder.errors import RenderDriftError
-from builder.matrix import TARGETS_FILE, Target, load_targets, load_versions
+from builder.matrix import TARGETS_FILE, PruneRule, Target, load_targets, load_versions
 from builder.render import RenderedFile, check_rendered, render_all, render_dockerfile
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -55,6 +55,10 @@ def _sentinel_target() -> Target:
     for f in fields(Target):
         if f.name == "gpu_products":
             values[f.name] = ("@@gpu_products@@",)
+        elif f.name == "prune":
+            values[f.name] = (
+                PruneRule("@@prune@@", "@@prune_distribution@@", ("@@prune_path@@",), ""),
+            )
         elif f.name == "validated_upstream":
             values[f.name] = True
         else:
@@ -62,8 +66,24 @@ def _sentinel_target() -> Target:
     return Target(**values)  # type: ignore[arg-type]
 
 
+# How the template renders one path of a prune rule, on the per-target stack layer's RUN line.
+PRUNE_SENTINEL = " \\\n        --prune @@prune_distribution@@ '@@prune_path@@'"
+
+
+def _prune_arguments(target: Target) -> str:
+    return "".join(
+        f" \\\n        --prune {rule.distribution} '{path}'"
+        for rule in target.prune
+        for path in rule.paths
+    )
+
+
 def _fill(skeleton: str, target: Target) -> str:
+    assert skeleton.count(PRUNE_SENTINEL) == 1
+    skeleton = skeleton.replace(PRUNE_SENTINEL, _prune_arguments(target))
     for f in fields(Target):
+        if f.name == "prune":
+            continue
         value = getattr(target, f.name)
         text = ", ".join(value) if isinstance(value, tuple) else str(value)
         skeleton = skeleton.replace(f"@@{f.name}@@", text)
@@ -79,11 +99,16 @@ def test_dockerfile_is_the_template_filled_with_its_target_fields_only(name: str
     )
 
 
+def _without_prune_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.lstrip().startswith("--prune ")]
+
+
 def test_two_targets_dockerfiles_differ_only_on_lines_with_target_fields() -> None:
     targets, versions = load_targets(), load_versions()
-    skeleton = render_dockerfile(_sentinel_target(), versions).splitlines()
-    sm90 = render_dockerfile(targets["sm90"], versions).splitlines()
-    sm120 = render_dockerfile(targets["sm120"], versions).splitlines()
+    # Prune lines come one per rule path (the fill test above ties them to target.prune).
+    skeleton = _without_prune_lines(render_dockerfile(_sentinel_target(), versions))
+    sm90 = _without_prune_lines(render_dockerfile(targets["sm90"], versions))
+    sm120 = _without_prune_lines(render_dockerfile(targets["sm120"], versions))
     for template_line, a, b in zip(skeleton, sm90, sm120, strict=True):
         if a != b:
             assert "@@" in template_line, f"line differs without a target field: {a!r}"

@@ -16,6 +16,7 @@ import docker
 import docker.errors
 import docker.models.containers
 import docker.models.images
+import docker.types
 import pytest
 import testinfra
 
@@ -67,6 +68,33 @@ def target(image: docker.models.images.Image, request: pytest.FixtureRequest) ->
 
 
 @pytest.fixture(scope="session")
+def repository(image_name: str) -> str:
+    """The repository the image under test was built under (kthybrid, or a test's own)."""
+    return image_name.rpartition(":")[0] if ":" in image_name else image_name
+
+
+@pytest.fixture(scope="session")
+def read_only_run(run_in_image: Any) -> Any:
+    """Run like the chart and compose do: read-only root file system, /tmp a tmpfs, and /cache
+    and HOME volumes (anonymous, filled from the image and removed with the container)."""
+
+    def run(command: list[str], **kwargs: Any) -> RunResult:
+        result: RunResult = run_in_image(
+            command,
+            read_only=True,
+            tmpfs={"/tmp": "rw,exec"},
+            mounts=[
+                docker.types.Mount(target="/cache", source=None, type="volume"),
+                docker.types.Mount(target="/home/kthybrid", source=None, type="volume"),
+            ],
+            **kwargs,
+        )
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def image_env(image: docker.models.images.Image) -> dict[str, str]:
     env = image.attrs["Config"].get("Env") or []
     return dict(item.split("=", 1) for item in env)
@@ -85,6 +113,9 @@ def run_in_image(docker_client: docker.DockerClient, image: docker.models.images
         entrypoint: list[str] | None = None,
         timeout: int = 300,
         shm_size: str | None = None,
+        read_only: bool = False,
+        tmpfs: dict[str, str] | None = None,
+        mounts: list[docker.types.Mount] | None = None,
     ) -> RunResult:
         container = docker_client.containers.run(
             image.id,
@@ -97,6 +128,9 @@ def run_in_image(docker_client: docker.DockerClient, image: docker.models.images
             detach=True,
             network_mode="none",
             shm_size=shm_size,
+            read_only=read_only,
+            tmpfs=tmpfs,
+            mounts=mounts,
         )
         try:
             status = container.wait(timeout=timeout)

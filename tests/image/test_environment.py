@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import docker.models.images
@@ -66,6 +67,8 @@ def test_labels_carry_target_cuda_revision_and_date(
     assert len(labels["org.opencontainers.image.revision"]) >= 40
     assert labels["org.opencontainers.image.created"].endswith("Z")
     assert labels["org.opencontainers.image.base.name"]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", labels["io.kthybrid.base.content-digest"])
+    assert int(labels["io.kthybrid.source-date-epoch"]) > 1_600_000_000
 
 
 def test_healthcheck_waits_for_a_multi_minute_start(image: docker.models.images.Image) -> None:
@@ -74,10 +77,12 @@ def test_healthcheck_waits_for_a_multi_minute_start(image: docker.models.images.
     assert health["StartPeriod"] >= 600 * 10**9
 
 
-def test_both_tags_point_at_the_image(image: docker.models.images.Image, target: Target) -> None:
+def test_both_tags_point_at_the_image(
+    image: docker.models.images.Image, target: Target, repository: str
+) -> None:
     version = load_versions().version_of("sglang-kt")
-    assert f"kthybrid:{version}-cu128-{target.name}" in image.tags
-    assert f"kthybrid:{target.name}" in image.tags
+    assert f"{repository}:{version}-cu128-{target.name}" in image.tags
+    assert f"{repository}:{target.name}" in image.tags
 
 
 def test_launcher_carries_the_targets_the_builder_rendered(run_in_image: Any) -> None:
