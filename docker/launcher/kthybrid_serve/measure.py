@@ -29,9 +29,10 @@ from kthybrid_serve.errors import UsageError
 from kthybrid_serve.host import HostFacts, read_host
 from kthybrid_serve.method import choose_method
 from kthybrid_serve.model import read_cpu_weights, read_model
+from kthybrid_serve.plan import thread_request
 from kthybrid_serve.plot import PlotError, render_png
 from kthybrid_serve.settings import Settings
-from kthybrid_serve.threads import ThreadPlan, ThreadRequest, plan_threads
+from kthybrid_serve.threads import ThreadPlan, plan_threads
 from kthybrid_serve.tuning import Tuned, choose, store, tune_dir, tune_key, tuned_threads
 
 
@@ -73,14 +74,7 @@ def bench_inputs(settings: Settings, environ: Mapping[str, str]) -> BenchInputs:
     model = read_model(settings.model)
     weights = read_cpu_weights(settings.kt_weight_path or model.path, model)
     method = choose_method(host, weights, settings).value
-    request = ThreadRequest(
-        reserved_cores=settings.reserved_cores,
-        cpuinfer=settings.kt_cpuinfer,
-        pools=settings.kt_threadpool_count,
-        nodes=settings.kt_numa_nodes,
-        required_pools=weights.numa_count,
-        sources=tuple(settings.sources.items()),
-    )
+    request = thread_request(settings, weights)
     rule = plan_threads(host, request, _gpus_local(host, settings))
     shape = expert_shape(model)
     planned, tuned = tuned_threads(host, shape, method, request, rule, environ)

@@ -78,14 +78,7 @@ def _kt_side(
 ) -> tuple[PlanItem, ThreadPlan, Tuned | None]:
     method_item = choose_method(host, weights, settings)
     check_variant(host, settings)
-    request = ThreadRequest(
-        reserved_cores=settings.reserved_cores,
-        cpuinfer=settings.kt_cpuinfer,
-        pools=settings.kt_threadpool_count,
-        nodes=settings.kt_numa_nodes,
-        required_pools=weights.numa_count,
-        sources=tuple(settings.sources.items()),
-    )
+    request = thread_request(settings, weights)
     rule = plan_threads(host, request, gpus_local)
     shape = expert_shape(model)
     threads, tuned = tuned_threads(host, shape, method_item.value, request, rule, environ)
@@ -96,6 +89,18 @@ def _kt_side(
             f"{weights.numa_count} or convert again with `kthybrid-serve convert`"
         )
     return method_item, threads, tuned
+
+
+def thread_request(settings: Settings, weights: CpuWeights) -> ThreadRequest:
+    """What the threads are planned from; plan, bench and tune make the same request."""
+    return ThreadRequest(
+        reserved_cores=settings.reserved_cores,
+        cpuinfer=settings.kt_cpuinfer,
+        pools=settings.kt_threadpool_count,
+        nodes=settings.kt_numa_nodes,
+        required_pools=weights.numa_count,
+        sources=tuple(settings.sources.items()),
+    )
 
 
 def _gpu_request(settings: Settings) -> GpuRequest:
