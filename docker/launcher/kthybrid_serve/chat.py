@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 
 from kthybrid_serve.apikey import read_api_key
+from kthybrid_serve.external import reachable_host
 
 TIMEOUT_S = 600
 
@@ -28,8 +29,7 @@ def _ask(url: str, key: str, messages: list[dict[str, str]]) -> str:
 
 def chat_loop(host: str, port: int, key_file: str) -> int:
     key = read_api_key(key_file)
-    target = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
-    url = f"http://{target}:{port}/v1/chat/completions"
+    url = f"http://{reachable_host(host)}:{port}/v1/chat/completions"
     messages: list[dict[str, str]] = []
     print(f"chatting with {url} (empty line or Ctrl-D ends)", flush=True)
     for line in sys.stdin:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 
+def reachable_host(host: str) -> str:
+    """Where a client on this machine reaches a server listening on `host` (wildcards: loopback)."""
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+
+
 def chat_argv(host: str, port: int) -> list[str]:
-    """`kt chat` against the server; a wildcard listen address is reached via loopback."""
-    target = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
-    return ["kt", "chat", "--host", target, "--port", str(port)]
+    """`kt chat` against the server."""
+    return ["kt", "chat", "--host", reachable_host(host), "--port", str(port)]

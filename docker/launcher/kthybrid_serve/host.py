@@ -117,15 +117,6 @@ class HostFacts:
         )
         return min(self.mem_available_bytes, on_nodes)
 
-    def hugepages_free_bytes(self) -> int:
-        allowed = set(self.memory_nodes())
-        return sum(
-            size * free
-            for n in self.nodes
-            if n.node in allowed
-            for size, (_, free) in n.hugepages.items()
-        )
-
     def hugepages_total_bytes(self) -> int:
         return sum(size * total for n in self.nodes for size, (total, _) in n.hugepages.items())
 
