@@ -89,52 +89,87 @@ def hugepage_mode(value: str) -> str:
     return mode
 
 
-def int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
+@dataclass(frozen=True)
+class IntRange:
+    """A whole number from `low` to `high`; the chart's schema takes the same bounds."""
+
+    low: int
+    high: int
+
+    def __call__(self, value: str) -> int:
         stripped = value.strip()
         if not re.fullmatch(r"[+-]?[0-9]{1,12}", stripped):
-            raise ValueError(f"expected a whole number from {low} to {high}")
+            raise ValueError(f"expected a whole number from {self.low} to {self.high}")
         number = int(stripped)
-        if not low <= number <= high:
-            raise ValueError(f"expected a whole number from {low} to {high}")
+        if not self.low <= number <= self.high:
+            raise ValueError(f"expected a whole number from {self.low} to {self.high}")
         return number
 
-    return parse
+
+def int_in(low: int, high: int) -> IntRange:
+    return IntRange(low, high)
 
 
-def int_list(low: int, high: int, unique: bool = False) -> Callable[[str], tuple[int, ...]]:
-    single = int_in(low, high)
+@dataclass(frozen=True)
+class IntListRange:
+    """A list of whole numbers, each from `low` to `high` (distinct when `unique`)."""
 
-    def parse(value: str) -> tuple[int, ...]:
+    low: int
+    high: int
+    unique: bool = False
+
+    def __call__(self, value: str) -> tuple[int, ...]:
+        single = IntRange(self.low, self.high)
         parts = [p for p in re.split(r"[,\s]+", value.strip()) if p]
         if not parts:
             raise ValueError("expected a list of numbers such as '0,1'")
         numbers = tuple(single(p) for p in parts)
-        if unique and len(set(numbers)) != len(numbers):
+        if self.unique and len(set(numbers)) != len(numbers):
             raise ValueError("lists a number twice")
         return numbers
 
-    return parse
+
+def int_list(low: int, high: int, unique: bool = False) -> IntListRange:
+    return IntListRange(low, high, unique)
 
 
-def fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError("expected a fraction between 0 and 1, e.g. 0.85") from None
-    if not 0.0 < number < 1.0:
-        raise ValueError("expected a fraction between 0 and 1, e.g. 0.85")
-    return number
+@dataclass(frozen=True)
+class OpenInterval:
+    """A number strictly between `low` and `high` (a fraction: 0 < x < 1)."""
+
+    low: float
+    high: float
+    hint: str
+
+    def __call__(self, value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"expected {self.hint}") from None
+        if not self.low < number < self.high:
+            raise ValueError(f"expected {self.hint}")
+        return number
 
 
-def choice(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        normal = value.strip().upper() if upper else value.strip().lower()
-        if normal not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
+fraction: Final = OpenInterval(0.0, 1.0, "a fraction between 0 and 1, e.g. 0.85")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of `choices`, case-folded to upper or lower case."""
+
+    choices: tuple[str, ...]
+    upper: bool = False
+
+    def __call__(self, value: str) -> str:
+        normal = value.strip().upper() if self.upper else value.strip().lower()
+        if normal not in self.choices:
+            raise ValueError(f"expected one of {', '.join(self.choices)}")
         return normal
 
-    return parse
+
+def choice(choices: tuple[str, ...], upper: bool = False) -> Choice:
+    return Choice(choices, upper)
 
 
 def name(value: str) -> str:
