@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kthybrid_serve.hugepages import (
+from kthybrid_serve.plan.hugepages import (
     HUGETLB_POOL_FACTOR,
     HUGETLB_SMALL_PAGE_SHARE,
     THP_ENABLED,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kthybrid_serve.host import read_host
-from kthybrid_serve.model import read_cpu_weights, read_model
-from kthybrid_serve.plan import make_plan
-from kthybrid_serve.runtime_needs import ImageFacts
+from kthybrid_serve.host.host import read_host
+from kthybrid_serve.model.model import read_cpu_weights, read_model
+from kthybrid_serve.plan.plan import make_plan
+from kthybrid_serve.plan.runtime_needs import ImageFacts
+from kthybrid_serve.plan.targets import load_target_data, parse_target_data
 from kthybrid_serve.settings import default_settings
-from kthybrid_serve.targets import load_target_data, parse_target_data
 from kthybrid_serve.validate import check_arch
 from launcher_fixtures import GB
 

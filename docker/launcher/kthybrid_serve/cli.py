@@ -157,8 +157,8 @@ def _progress(line: str) -> None:
 
 
 def run_bench(settings: Settings, as_json: bool) -> int:
-    from kthybrid_serve.cpubench import render_table
-    from kthybrid_serve.measure import run_bench_command
+    from kthybrid_serve.cpubench.measure import run_bench_command
+    from kthybrid_serve.cpubench.plot import render_table
 
     result = run_bench_command(settings, os.environ, _progress)
     if as_json:
@@ -173,8 +173,8 @@ def run_bench(settings: Settings, as_json: bool) -> int:
 
 
 def run_tune(settings: Settings) -> int:
-    from kthybrid_serve.cpubench import render_table
-    from kthybrid_serve.measure import run_tune_command
+    from kthybrid_serve.cpubench.measure import run_tune_command
+    from kthybrid_serve.cpubench.plot import render_table
 
     path, chosen, result = run_tune_command(settings, os.environ, _progress)
     print(render_table(result))
@@ -192,7 +192,7 @@ def run_tune(settings: Settings) -> int:
 
 def run_chat(settings: Settings) -> int:
     if settings.api_key_file is not None:
-        from kthybrid_serve.chat import chat_loop
+        from kthybrid_serve.client.chat import chat_loop
 
         return chat_loop(settings.host, settings.port, settings.api_key_file)
     return _exec(chat_argv(settings.host, settings.port), os.environ)

@@ -279,7 +279,8 @@ def _pick_device(wanted: str) -> str:
 
 def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult:
     """Carry out a plan from `plan_conversion`; prints progress to `stream`."""
-    from kthybrid_serve.convert.kt import Quantizer, load_kt_kernel, log_tail, scratch_log
+    from kthybrid_serve.convert.kt import Quantizer, log_tail, scratch_log
+    from kthybrid_serve.ktkernel import load_kt_kernel
 
     kt = load_kt_kernel()  # first: it refuses cleanly where kt-kernel (or torch) is missing
     import torch

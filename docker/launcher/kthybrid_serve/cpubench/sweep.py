@@ -8,7 +8,7 @@ measures, in one run:
   byte that is not there, glibc's vectorised scan) a buffer much larger than the last-level
   cache that those threads first touched, per NUMA node and all nodes at once;
 - kt-kernel's single-token decode MoE at the model's expert shapes with the method the plan
-  picks, in a fresh process per pool layout (kthybrid_serve.ktworker): the plan's layout, a
+  picks, in a fresh process per pool layout (kthybrid_serve.cpubench.worker): the plan's layout, a
   sweep of threads per pool around it, the tutorial's hand-tuned values scaled to this host,
   and upstream's defaults (`kt run`: 0.8 x logical CPUs; sglang-kt: 2 pools).
 
@@ -19,25 +19,22 @@ kt-kernel and its variant matter only inside the worker; this module imports nei
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kthybrid_serve.errors import BenchError, HostReadError
-from kthybrid_serve.host import HostFacts
-from kthybrid_serve.hostfs import HostTree
-from kthybrid_serve.ktworker import METHODS, RunSpec, bytes_per_expert
-from kthybrid_serve.model import ModelFacts
-from kthybrid_serve.units import GIB, MIB, parse_size
+from kthybrid_serve.cpubench.bandwidth import HostCpus, read_bandwidth
+from kthybrid_serve.cpubench.worker import RunSpec
+from kthybrid_serve.errors import BenchError
+from kthybrid_serve.model.experts import METHODS, ExpertShape, bytes_per_expert
+from kthybrid_serve.units import GIB, MIB
 
 # The tutorial's hand-tuned command ran `--kt-cpuinfer 60 --kt-threadpool-count 2` on a
 # 2-socket host with 64 physical cores (4 NUMA nodes of 16); scaled to a host by its cores.
@@ -55,40 +52,6 @@ WORKING_SET_FLOOR = 1 * GIB
 MEMORY_SHARE = 0.25  # of the memory available, at most, for one run's buffers
 WORKER_BASE_TIMEOUT = 120.0
 WORKER_TIMEOUT_PER_GIB = 20.0
-
-
-@dataclass(frozen=True)
-class ExpertShape:
-    """The routed experts of one model: what a decode step reads."""
-
-    model: str
-    hidden: int
-    intermediate: int
-    top_k: int
-    experts: int  # routed experts per MoE layer
-    moe_layers: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "hidden": self.hidden,
-            "intermediate": self.intermediate,
-            "top_k": self.top_k,
-            "experts": self.experts,
-            "moe_layers": self.moe_layers,
-        }
-
-
-def expert_shape(model: ModelFacts) -> ExpertShape:
-    """The routed experts' shape as the model's config and headers give it."""
-    return ExpertShape(
-        model=model.served_name,
-        hidden=model.hidden_size,
-        intermediate=model.moe_intermediate_size,
-        top_k=model.experts_per_token,
-        experts=model.routed_experts,
-        moe_layers=model.moe_layers,
-    )
 
 
 @dataclass(frozen=True)
@@ -122,77 +85,6 @@ class Candidate:
     layout: PoolLayout
     labels: tuple[str, ...]
     note: str = ""
-
-
-@dataclass(frozen=True)
-class HostCpus:
-    """What the bench needs of the host: allowed CPUs by node and core, memory, cache."""
-
-    cpus_by_node: Mapping[int, tuple[int, ...]]  # one allowed logical CPU per physical core
-    logical_cpus: int  # every online CPU, as upstream `kt run` counts them
-    llc_bytes: int
-    mem_available_bytes: int
-    cpu_model: str = "unknown"
-
-    @property
-    def cores_by_node(self) -> dict[int, int]:
-        return {node: len(cpus) for node, cpus in self.cpus_by_node.items()}
-
-    @property
-    def physical_cores(self) -> int:
-        return sum(self.cores_by_node.values())
-
-
-def llc_bytes(root: str, cpus: Sequence[int]) -> int:
-    """Total size of the distinct last-level caches the given CPUs use (sysfs cache info)."""
-    tree = HostTree(root)
-    caches: dict[str, int] = {}
-    best_level = 0
-    for cpu in cpus:
-        base = f"/sys/devices/system/cpu/cpu{cpu}/cache"
-        for name, _ in tree.entries(base, r"index([0-9]+)"):
-            level = tree.read_int(f"{base}/{name}/level", 1, 9)
-            kind = (tree.read(f"{base}/{name}/type") or "").strip()
-            size = (tree.read(f"{base}/{name}/size") or "").strip()
-            shared = (tree.read(f"{base}/{name}/shared_cpu_list") or "").strip()
-            if level is None or not size or kind == "Instruction" or level < best_level:
-                continue
-            if level > best_level:
-                caches.clear()
-                best_level = level
-            try:
-                caches[shared or str(cpu)] = parse_size(size)
-            except ValueError:
-                raise HostReadError(
-                    f"{tree.path(base)}/{name}/size holds {size[:40]!r}, not a cache size"
-                ) from None
-    if not caches:
-        raise BenchError(
-            f"cannot read the CPU caches below {root.rstrip('/')}/sys/devices/system/cpu; the "
-            "read-bandwidth buffer and the working set are sized against the last-level cache"
-        )
-    return sum(caches.values())
-
-
-def host_cpus(host: HostFacts) -> HostCpus:
-    """The bench's view of the host: one allowed logical CPU per physical core, by node."""
-    chosen: dict[int, dict[tuple[int, int], int]] = {}
-    for cpu in sorted(host.cpus, key=lambda c: c.cpu):
-        if cpu.cpu in host.allowed_cpus:
-            chosen.setdefault(cpu.node, {}).setdefault(cpu.physical_core, cpu.cpu)
-    cpus_by_node = {
-        node: tuple(sorted(by_core.values())) for node, by_core in sorted(chosen.items())
-    }
-    available = host.memory_available_bytes()
-    if host.cgroup.memory_limit is not None:
-        available = min(available, host.cgroup.memory_limit)
-    return HostCpus(
-        cpus_by_node=cpus_by_node,
-        logical_cpus=len(host.cpus),
-        llc_bytes=llc_bytes(host.root, sorted(host.allowed_cpus)),
-        mem_available_bytes=available,
-        cpu_model=host.cpu_model,
-    )
 
 
 def candidates(plan: PoolLayout, host: HostCpus) -> list[Candidate]:
@@ -242,140 +134,6 @@ def candidates(plan: PoolLayout, host: HostCpus) -> list[Candidate]:
     )
     ordered = sorted(found, key=lambda lay: (lay.pools, lay.nodes, lay.threads, lay.per_pool))
     return [Candidate(lay, tuple(found[lay]), notes.get(lay, "")) for lay in ordered]
-
-
-# -- read bandwidth -------------------------------------------------------------------
-
-_PROT_READ, _PROT_WRITE = 0x1, 0x2
-_MAP_PRIVATE, _MAP_ANONYMOUS = 0x02, 0x20
-
-
-def _libc() -> Any:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [
-        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long,
-    ]  # fmt: skip
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.memchr.restype = ctypes.c_void_p
-    libc.memchr.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
-    libc.memset.restype = ctypes.c_void_p
-    libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
-    return libc
-
-
-@dataclass(frozen=True)
-class BandwidthFigure:
-    nodes: tuple[int, ...]
-    threads: int
-    bytes: int
-    gbps: float
-    gbps_repeats: tuple[float, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "nodes": list(self.nodes),
-            "threads": self.threads,
-            "buffer_bytes": self.bytes,
-            "gbps": self.gbps,
-            "gbps_repeats": list(self.gbps_repeats),
-        }
-
-
-def _read_bandwidth(
-    libc: Any, cpus_by_node: Mapping[int, Sequence[int]], bytes_per_node: int, repeats: int
-) -> BandwidthFigure:
-    """Read GB/s with one pinned thread per CPU given, each over its share of its node's buffer."""
-    jobs: list[tuple[int, int, int]] = []  # (cpu, address, length)
-    maps: list[tuple[int, int]] = []
-    try:
-        for cpus in cpus_by_node.values():
-            address = libc.mmap(
-                None, bytes_per_node, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0
-            )
-            if address in (None, ctypes.c_void_p(-1).value):
-                raise BenchError(
-                    f"cannot map {bytes_per_node / GIB:.1f} GiB for the read-bandwidth buffer: "
-                    f"{os.strerror(ctypes.get_errno())}; free memory or lower --working-set"
-                )
-            maps.append((address, bytes_per_node))
-            chunk = (bytes_per_node // len(cpus)) // 4096 * 4096
-            jobs += [(cpu, address + i * chunk, chunk) for i, cpu in enumerate(cpus)]
-        barrier = threading.Barrier(len(jobs) + 1)
-        passes = [1]
-        starts = [0.0] * len(jobs)
-        ends = [0.0] * len(jobs)
-        stop = [False]
-        failures: list[str] = []
-
-        def reader(index: int, cpu: int, address: int, length: int) -> None:
-            try:
-                os.sched_setaffinity(0, {cpu})  # this thread only
-                libc.memset(address, 1, length)  # first touch: the pages land on cpu's node
-            except OSError as error:
-                failures.append(f"CPU {cpu}: {error}")
-            barrier.wait()
-            while True:
-                barrier.wait()
-                if stop[0]:
-                    return
-                starts[index] = time.perf_counter()
-                for _ in range(passes[0]):
-                    if libc.memchr(address, 0, length) is not None:
-                        failures.append("read-bandwidth buffer changed under the readers")
-                ends[index] = time.perf_counter()
-                barrier.wait()
-
-        threads = [
-            threading.Thread(target=reader, args=(i, *job), daemon=True)
-            for i, job in enumerate(jobs)
-        ]
-        for thread in threads:
-            thread.start()
-        barrier.wait()  # buffers filled
-
-        def one_round() -> float:
-            barrier.wait()  # readers start; each times its own reads
-            barrier.wait()  # readers done
-            return max(ends) - min(starts)
-
-        first = one_round()
-        passes[0] = min(1000, max(1, math.ceil(0.2 / max(first, 1e-6))))
-        rates = []
-        for _ in range(repeats):
-            seconds = one_round()
-            rates.append(passes[0] * sum(j[2] for j in jobs) / seconds / 1e9)
-        stop[0] = True
-        barrier.wait()
-        for thread in threads:
-            thread.join()
-        if failures:
-            raise BenchError(f"read-bandwidth measurement failed: {failures[0]}")
-    finally:
-        for address, length in maps:
-            libc.munmap(address, length)
-    rates.sort()
-    return BandwidthFigure(
-        nodes=tuple(cpus_by_node),
-        threads=len(jobs),
-        bytes=bytes_per_node * len(cpus_by_node),
-        gbps=round(rates[len(rates) // 2], 2),
-        gbps_repeats=tuple(round(r, 2) for r in rates),
-    )
-
-
-def read_bandwidth(
-    cpus_by_node: Mapping[int, Sequence[int]], bytes_per_node: int, repeats: int = 5
-) -> tuple[BandwidthFigure, tuple[BandwidthFigure, ...]]:
-    """(all nodes at once, each node alone); on one node the two are the same measurement."""
-    libc = _libc()
-    per_node = tuple(
-        _read_bandwidth(libc, {node: cpus}, bytes_per_node, repeats)
-        for node, cpus in cpus_by_node.items()
-    )
-    if len(per_node) == 1:
-        return per_node[0], per_node
-    return _read_bandwidth(libc, cpus_by_node, bytes_per_node, repeats), per_node
 
 
 # -- kt-kernel runs -----------------------------------------------------------------------
@@ -435,7 +193,7 @@ def run_worker(
     `python` is the command that runs Python (with the launcher importable): this
     interpreter by default, or e.g. `docker run ... IMAGE python` for a run in the image.
     """
-    argv = [*python, "-m", "kthybrid_serve.ktworker", json.dumps(spec.to_json())]
+    argv = [*python, "-m", "kthybrid_serve.cpubench.worker", json.dumps(spec.to_json())]
     try:
         done = subprocess.run(
             argv, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
@@ -564,75 +322,3 @@ def run_bench(
         "best_vs_bandwidth": round(best["gbps"] / total.gbps, 3),
         "seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def decode_ceiling(
-    gbps: float, shape: ExpertShape, method: str, gpu_experts_per_layer: float = 0.0
-) -> float:
-    """Tokens/s the CPU side allows: bytes of active experts per token on the CPU / GB/s.
-
-    With routing spread evenly, a token's top-k experts fall on the CPU in proportion to the
-    experts the CPU holds; the GPU's share costs the CPU nothing.
-    """
-    cpu_share = max(0.0, 1.0 - gpu_experts_per_layer / shape.experts) if shape.experts else 0.0
-    per_token = (
-        shape.moe_layers
-        * shape.top_k
-        * cpu_share
-        * bytes_per_expert(method, shape.hidden, shape.intermediate)
-    )
-    return math.inf if per_token == 0 else gbps * 1e9 / per_token
-
-
-def render_table(result: Mapping[str, Any]) -> str:
-    """The human-readable report of one bench result."""
-    shape = result["shape"]
-    bandwidth = result["bandwidth_gbps"]
-    lines = [
-        f"kt-kernel {result['method']} decode ({result['moe_class']}, CPU variant "
-        f"{result['cpu_variant']}), {shape['model']} experts {shape['hidden']}x"
-        f"{shape['intermediate']}, top-{shape['top_k']}",
-        f"working set {result['working_set_bytes'] / GIB:.1f} GiB ({result['layers_loaded']} "
-        f"layer(s) x {result['experts_loaded_per_layer']} experts x "
-        f"{result['bytes_per_expert'] / MIB:.1f} MiB); last-level cache "
-        f"{result['llc_bytes'] / MIB:.0f} MiB",
-    ]
-    for figure in result["bandwidth_per_node"]:
-        nodes = ",".join(map(str, figure["nodes"]))
-        lines.append(
-            f"read bandwidth node {nodes}: {figure['gbps']:.1f} GB/s, {figure['threads']} threads"
-        )
-    if len(result["bandwidth_per_node"]) > 1:
-        lines.append(f"read bandwidth, all nodes at once: {bandwidth:.1f} GB/s")
-    lines.append("")
-    lines.append(f"{'threads':>7}  {'pools':>5}  {'per pool':<14} {'GB/s':>7}  {'of read':>7}  run")
-    for run in result["runs"]:
-        per_pool = " + ".join(
-            f"{t}@{n}" for t, n in zip(run["threads_per_pool"], run["numa_nodes"], strict=True)
-        )
-        if run["gbps"] is None:
-            figure, share = "-", "-"
-        else:
-            figure, share = f"{run['gbps']:.1f}", f"{run['gbps'] / bandwidth:.0%}"
-        what = ", ".join(run["labels"])
-        if run.get("error"):
-            what += f" ({run['error']})"
-        elif run.get("note"):
-            what += f" ({run['note']})"
-        counts = f"{run['threads']:>7}  {run['pools']:>5}"
-        lines.append(f"{counts}  {per_pool:<14} {figure:>7}  {share:>7}  {what}")
-    lines.append("")
-    if result["plan_gbps"] is None:
-        lines.append(
-            f"plan ({result['plan_threads']} threads): not measured ({result['plan_error']})"
-        )
-    else:
-        lines.append(
-            f"plan: {result['plan_threads']} threads in {result['plan_pools']} pool(s), "
-            f"{result['plan_gbps']:.1f} GB/s = {result['plan_vs_best']:.2f} of the best"
-        )
-    lines.append(
-        f"best: {result['best_threads']} threads in {result['best_pools']} pool(s), "
-        f"{result['best_gbps']:.1f} GB/s = {result['best_vs_bandwidth']:.2f} of the read bandwidth"
-    )
-    return "\n".join(lines)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kthybrid_serve.errors import ModelIncompleteError, WeightFormatError
-from kthybrid_serve.hostfs import read_regular
-from kthybrid_serve.shards import ShardHeader, TensorInfo, read_safetensors_header, read_whole
+from kthybrid_serve.host.hostfs import read_regular
+from kthybrid_serve.model.shards import ShardHeader, TensorInfo, read_safetensors_header, read_whole
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"

@@ -1,6 +1,6 @@
 """One measurement of kt-kernel's CPU experts, in a process of its own.
 
-`python -m kthybrid_serve.ktworker '<spec JSON>'` loads kt-kernel's extension, builds
+`python -m kthybrid_serve.cpubench.worker '<spec JSON>'` loads kt-kernel's extension, builds
 `layers` MoE layers of `experts` synthetic experts each at the model's shapes in the
 method's own weight layout, runs single-token decode through them (top-k experts per
 layer, routed at random, every layer in turn, one submit and sync per layer as sglang-kt
@@ -14,9 +14,9 @@ the environment glibc reads at start (GLIBC_TUNABLES). A fresh process per run g
 run fresh memory and the environment it is meant to have.
 
 Only the standard library and kt-kernel's extension are used. The extension is loaded
-through kt-kernel's own variant loader (kt_kernel/_cpu_detect.py, the code `import
-kt_kernel` runs), without importing kt_kernel's Python API, which imports torch: the
-extension does not link libtorch, and a run then starts in milliseconds instead of seconds.
+through kt-kernel's own variant loader (kthybrid_serve.ktkernel.load_extension), without
+importing kt_kernel's Python API, which imports torch: the extension does not link
+libtorch, and a run then starts in milliseconds instead of seconds.
 
 Synthetic weights: expert contents do not change the work a kernel does, except where a
 format has a fast path for some values. MXFP4 scales are therefore powers of two, as E8M0
@@ -29,7 +29,6 @@ source), so the working set is real memory while the source stays a few megabyte
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import json
 import mmap
 import os
@@ -44,14 +43,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-METHODS = ("MXFP4", "AMXINT4", "AMXINT8", "BF16")
-MXFP4_GROUP = 32
+from kthybrid_serve.errors import WorkerError
+from kthybrid_serve.ktkernel import load_extension, moe_class
+from kthybrid_serve.model.experts import METHODS, MXFP4_GROUP, bytes_per_expert
+
 SMAPS_KEYS = ("Rss", "Anonymous", "AnonHugePages", "Shared_Hugetlb", "Private_Hugetlb")
 ROUTING_ROWS = 4096
-
-
-class WorkerError(Exception):
-    """A run that cannot be made; the message is the one line the caller shows."""
 
 
 @dataclass(frozen=True)
@@ -103,27 +100,6 @@ class RunSpec:
         }
 
 
-def bytes_per_expert(method: str, hidden: int, intermediate: int) -> int:
-    """Bytes one expert (gate, up, down) occupies in the method's kernel format.
-
-    This is what decoding one token reads per active expert: MXFP4 is 4-bit E2M1 values plus
-    one E8M0 exponent byte per 32 (the checkpoint's own size); AMXINT4/AMXINT8 are 4/8-bit
-    values plus one float32 scale per output row (kt-kernel's BufferBInt4/Int8 layout); BF16
-    is two bytes per value.
-    """
-    values = 3 * hidden * intermediate
-    rows = 2 * intermediate + hidden
-    if method == "MXFP4":
-        return values // 2 + values // MXFP4_GROUP
-    if method == "AMXINT4":
-        return values // 2 + 4 * rows
-    if method == "AMXINT8":
-        return values + 4 * rows
-    if method == "BF16":
-        return 2 * values
-    raise WorkerError(f"method {method!r} cannot be measured; use one of {', '.join(METHODS)}")
-
-
 def smaps_rollup() -> dict[str, int]:
     """This process's memory counters (bytes) from /proc/self/smaps_rollup."""
     counters = dict.fromkeys(SMAPS_KEYS, 0)
@@ -147,56 +123,6 @@ class Buffer:
         self._map.write(data)
         self._view = (ctypes.c_char * self.size).from_buffer(self._map)
         self.address = ctypes.addressof(self._view)
-
-
-def load_extension() -> tuple[Any, str, str]:
-    """kt-kernel's extension for this CPU, picked by kt-kernel's own loader.
-
-    Returns (extension, variant, kt-kernel version).
-    """
-    spec = importlib.util.find_spec("kt_kernel")
-    if spec is None or not spec.submodule_search_locations:
-        raise WorkerError("kt-kernel is not installed (no kt_kernel package on sys.path)")
-    package = Path(next(iter(spec.submodule_search_locations)))
-    detect_path = package / "_cpu_detect.py"
-    detect_spec = importlib.util.spec_from_file_location("_kthybrid_kt_cpu_detect", detect_path)
-    if detect_spec is None or detect_spec.loader is None or not detect_path.is_file():
-        raise WorkerError(f"kt-kernel at {package} has no _cpu_detect.py (kt-kernel 0.7.2 has)")
-    detect = importlib.util.module_from_spec(detect_spec)
-    detect_spec.loader.exec_module(detect)
-    ext, variant = detect.initialize()
-    version = "unknown"
-    try:
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as dist_version
-
-        version = dist_version("kt-kernel")
-    except PackageNotFoundError:
-        version = "unknown (no installed distribution; loaded from a path)"
-    return ext, str(getattr(ext, "__cpu_variant__", variant)), version
-
-
-def moe_class(ext: Any, method: str) -> Any:
-    """The MoE class kt-kernel's wrappers pick for the method (kt_kernel/utils/amx.py)."""
-    moe = ext.moe
-    if method == "MXFP4":
-        forced = os.environ.get("KT_MXFP4_BACKEND", "").strip().lower()
-        fast, fallback = (
-            getattr(moe, "AMXFP4_KGroup_MOE", None),
-            getattr(moe, "AVX2MXFP4_MOE", None),
-        )
-        chosen = {"amx": fast, "avx2": fallback}.get(forced, fast or fallback)
-    elif method == "AMXINT4":
-        chosen = getattr(moe, "AMXInt4_MOE", None)
-    elif method == "AMXINT8":
-        chosen = getattr(moe, "AMXInt8_MOE", None)
-    elif method == "BF16":
-        chosen = getattr(moe, "AMXBF16_MOE", None) or getattr(moe, "AVX2BF16_MOE", None)
-    else:
-        raise WorkerError(f"method {method!r} cannot be measured; use one of {', '.join(METHODS)}")
-    if chosen is None:
-        raise WorkerError(f"this kt-kernel build has no {method} kernel for this CPU")
-    return chosen
 
 
 def _bf16_bits(rng: random.Random, count: int, low_exp: int, high_exp: int) -> bytes:
@@ -389,7 +315,7 @@ def main(argv: list[str]) -> int:
     with native_output_to_stderr() as result_fd:
         try:
             if len(argv) != 1:
-                raise WorkerError("usage: python -m kthybrid_serve.ktworker '<spec JSON>'")
+                raise WorkerError("usage: python -m kthybrid_serve.cpubench.worker '<spec JSON>'")
             try:
                 spec = RunSpec.from_json(json.loads(argv[0]))
             except (ValueError, KeyError, TypeError) as error:

@@ -1,4 +1,6 @@
-"""A PNG of one bench result: GB/s of expert weights against threads, read bandwidth as a line.
+"""One bench result shown: a text table, and a PNG of GB/s of expert weights against threads.
+
+The PNG has read bandwidth as a line.
 
 Drawn with Pillow (the image has it; matplotlib is not in the image). Pillow is imported
 when a plot is made, so the launcher imports without it.
@@ -10,6 +12,8 @@ import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from kthybrid_serve.units import GIB, MIB
 
 WIDTH, HEIGHT = 960, 600
 LEFT, RIGHT, TOP, BOTTOM = 80, 250, 84, 60
@@ -173,3 +177,57 @@ def render_png(result: Mapping[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG")
     return path
+
+
+def render_table(result: Mapping[str, Any]) -> str:
+    """The human-readable report of one bench result."""
+    shape = result["shape"]
+    bandwidth = result["bandwidth_gbps"]
+    lines = [
+        f"kt-kernel {result['method']} decode ({result['moe_class']}, CPU variant "
+        f"{result['cpu_variant']}), {shape['model']} experts {shape['hidden']}x"
+        f"{shape['intermediate']}, top-{shape['top_k']}",
+        f"working set {result['working_set_bytes'] / GIB:.1f} GiB ({result['layers_loaded']} "
+        f"layer(s) x {result['experts_loaded_per_layer']} experts x "
+        f"{result['bytes_per_expert'] / MIB:.1f} MiB); last-level cache "
+        f"{result['llc_bytes'] / MIB:.0f} MiB",
+    ]
+    for figure in result["bandwidth_per_node"]:
+        nodes = ",".join(map(str, figure["nodes"]))
+        lines.append(
+            f"read bandwidth node {nodes}: {figure['gbps']:.1f} GB/s, {figure['threads']} threads"
+        )
+    if len(result["bandwidth_per_node"]) > 1:
+        lines.append(f"read bandwidth, all nodes at once: {bandwidth:.1f} GB/s")
+    lines.append("")
+    lines.append(f"{'threads':>7}  {'pools':>5}  {'per pool':<14} {'GB/s':>7}  {'of read':>7}  run")
+    for run in result["runs"]:
+        per_pool = " + ".join(
+            f"{t}@{n}" for t, n in zip(run["threads_per_pool"], run["numa_nodes"], strict=True)
+        )
+        if run["gbps"] is None:
+            figure, share = "-", "-"
+        else:
+            figure, share = f"{run['gbps']:.1f}", f"{run['gbps'] / bandwidth:.0%}"
+        what = ", ".join(run["labels"])
+        if run.get("error"):
+            what += f" ({run['error']})"
+        elif run.get("note"):
+            what += f" ({run['note']})"
+        counts = f"{run['threads']:>7}  {run['pools']:>5}"
+        lines.append(f"{counts}  {per_pool:<14} {figure:>7}  {share:>7}  {what}")
+    lines.append("")
+    if result["plan_gbps"] is None:
+        lines.append(
+            f"plan ({result['plan_threads']} threads): not measured ({result['plan_error']})"
+        )
+    else:
+        lines.append(
+            f"plan: {result['plan_threads']} threads in {result['plan_pools']} pool(s), "
+            f"{result['plan_gbps']:.1f} GB/s = {result['plan_vs_best']:.2f} of the best"
+        )
+    lines.append(
+        f"best: {result['best_threads']} threads in {result['best_pools']} pool(s), "
+        f"{result['best_gbps']:.1f} GB/s = {result['best_vs_bandwidth']:.2f} of the read bandwidth"
+    )
+    return "\n".join(lines)
