@@ -44,11 +44,11 @@ def cpu_model() -> str:
 
 
 def load_and_forward(converted: Path, spec: Spec, threads: int, pools: int) -> dict[str, Any]:
-    import kt_kernel
     import numpy as np
     import torch
+    from kthybrid_serve.ktkernel import import_kt_kernel
 
-    ext = kt_kernel.kt_kernel_ext
+    ext = import_kt_kernel().kt_kernel_ext
     config = ext.WorkerPoolConfig()
     config.subpool_count = pools
     config.subpool_numa_map = [0] * pools

@@ -215,7 +215,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    import kt_kernel
+    from kthybrid_serve.ktkernel import import_kt_kernel
+
+    kt_kernel = import_kt_kernel()
 
     manifest = json.loads((args.converted / "kthybrid-convert.json").read_text())
     spec = spec_of(args.checkpoint)

@@ -2,6 +2,7 @@
 
 Two ways in, for two callers:
 
+- `import_kt_kernel()` imports kt_kernel's Python package, for scripts that drive its API.
 - `load_kt_kernel()` imports kt_kernel's Python package (which imports torch) and returns
   its extension with the AMX-INT4 MoE class: the converter's way, and the tests'.
 - `load_extension()` loads only the extension, through kt-kernel's own variant loader
@@ -30,14 +31,20 @@ class KtKernel:
     version: str
 
 
-def load_kt_kernel() -> KtKernel:
-    """kt-kernel's extension with its AMX-INT4 MoE class, or a refusal naming what is missing."""
+def import_kt_kernel() -> Any:
+    """kt-kernel's Python package (it imports torch), or a refusal saying it is missing."""
     try:
         import kt_kernel
     except ImportError as error:
         raise MissingToolError(
             f"kt-kernel cannot be imported ({error}); run the converter in the kthybrid image"
         ) from error
+    return kt_kernel
+
+
+def load_kt_kernel() -> KtKernel:
+    """kt-kernel's extension with its AMX-INT4 MoE class, or a refusal naming what is missing."""
+    kt_kernel = import_kt_kernel()
     ext = kt_kernel.kt_kernel_ext
     variant = str(getattr(kt_kernel, "__cpu_variant__", "unknown"))
     moe_class = getattr(ext.moe, "AMXInt4_MOE", None)
