@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kthybrid_serve.host.cgroup import CgroupLimits
 from kthybrid_serve.host.host import Cpu, Gpu, HostFacts, NumaNode
-from kthybrid_serve.model.model import CpuWeights, ModelFacts
+from kthybrid_serve.model.model import ModelFacts
+from kthybrid_serve.model.weights import CpuWeights
 from kthybrid_serve.plan.plan import make_plan
 from kthybrid_serve.plan.targets import load_target_data
 from kthybrid_serve.settings import default_settings

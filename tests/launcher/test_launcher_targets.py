@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 from kthybrid_serve.host.host import read_host
-from kthybrid_serve.model.model import read_cpu_weights, read_model
+from kthybrid_serve.model.model import read_model
+from kthybrid_serve.model.weights import read_cpu_weights
 from kthybrid_serve.plan.plan import make_plan
 from kthybrid_serve.plan.runtime_needs import ImageFacts
 from kthybrid_serve.plan.targets import load_target_data, parse_target_data

@@ -11,7 +11,8 @@ from kthybrid_serve.apikey import read_api_key
 from kthybrid_serve.convert.run import ConvertRequest
 from kthybrid_serve.errors import CpuIsaError, LauncherError
 from kthybrid_serve.host.host import HostFacts, read_host
-from kthybrid_serve.model.model import CpuWeights, ModelFacts, read_cpu_weights, read_model
+from kthybrid_serve.model.model import ModelFacts, read_model
+from kthybrid_serve.model.weights import CpuWeights, read_cpu_weights
 from kthybrid_serve.plan.method import AMX_FLAGS, has_flags
 from kthybrid_serve.plan.plan import Plan, make_plan
 from kthybrid_serve.plan.runtime_needs import ImageFacts, read_image

@@ -24,7 +24,8 @@ from kthybrid_serve.cpubench.tuning import choose, store
 from kthybrid_serve.errors import UsageError
 from kthybrid_serve.host.host import HostFacts, read_host
 from kthybrid_serve.model.experts import ExpertShape, expert_shape
-from kthybrid_serve.model.model import read_cpu_weights, read_model
+from kthybrid_serve.model.model import read_model
+from kthybrid_serve.model.weights import read_cpu_weights
 from kthybrid_serve.plan.method import choose_method
 from kthybrid_serve.plan.plan import thread_request
 from kthybrid_serve.plan.records import Tuned, tune_dir, tune_key, tuned_threads

@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import ctypes
 import json
-import mmap
 import os
 import random
 import statistics
-import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kthybrid_serve.cpubench.synthetic import Buffer, SourceExpert, bf16_bits, source_expert
 from kthybrid_serve.errors import WorkerError
 from kthybrid_serve.ktkernel import load_extension, moe_class
 from kthybrid_serve.model.experts import METHODS, MXFP4_GROUP, bytes_per_expert
@@ -114,62 +113,6 @@ def smaps_rollup() -> dict[str, int]:
     return counters
 
 
-class Buffer:
-    """Page-aligned anonymous memory with a stable address, for kt-kernel pointers."""
-
-    def __init__(self, data: bytes) -> None:
-        self.size = max(1, len(data))
-        self._map = mmap.mmap(-1, self.size)
-        self._map.write(data)
-        self._view = (ctypes.c_char * self.size).from_buffer(self._map)
-        self.address = ctypes.addressof(self._view)
-
-
-def _bf16_bits(rng: random.Random, count: int, low_exp: int, high_exp: int) -> bytes:
-    """`count` finite bf16 values with exponents in [low_exp, high_exp], little-endian."""
-    out = bytearray(2 * count)
-    for i in range(count):
-        bits = (rng.getrandbits(1) << 15) | (rng.randint(low_exp, high_exp) << 7)
-        bits |= rng.getrandbits(7)
-        out[2 * i] = bits & 0xFF
-        out[2 * i + 1] = bits >> 8
-    return bytes(out)
-
-
-@dataclass
-class SourceExpert:
-    """One expert's weights in the method's layout; every expert of every layer copies it."""
-
-    weights: Buffer
-    scales: Buffer | None
-    per_pool: bool  # AMX formats take per-pool (pre-split) pointers
-
-
-def source_expert(spec: RunSpec, rng: random.Random) -> SourceExpert:
-    hidden, inter = spec.hidden, spec.intermediate
-    values = hidden * inter
-    if spec.method == "MXFP4":
-        # gate/up [I, H/2] and down [H, I/2] hold the same count; scales [rows, cols/32] bf16
-        # powers of two (E8M0 as kt-kernel's loader hands them over), 2^-8 .. 2^-4.
-        block = b"".join(struct.pack("<H", rng.randint(119, 123) << 7) for _ in range(4096))
-        scales = (block * -(-2 * (values // MXFP4_GROUP) // len(block)))[
-            : 2 * values // MXFP4_GROUP
-        ]
-        return SourceExpert(Buffer(rng.randbytes(values // 2)), Buffer(scales), False)
-    if spec.method in {"AMXINT4", "AMXINT8"}:
-        bits = 4 if spec.method == "AMXINT4" else 8
-        scale = struct.pack("<f", 2.0**-10)
-        return SourceExpert(
-            Buffer(rng.randbytes(values * bits // 8)), Buffer(scale * max(hidden, inter)), True
-        )
-    if spec.method == "BF16":
-        # A 64 KiB block of random values repeated: generating every value in Python is slow.
-        block = _bf16_bits(rng, 32768, 115, 122)
-        repeats = -(-2 * values // len(block))
-        return SourceExpert(Buffer((block * repeats)[: 2 * values]), None, False)
-    raise WorkerError(f"method {spec.method!r} cannot be measured; use one of {', '.join(METHODS)}")
-
-
 @contextmanager
 def native_output_to_stderr() -> Iterator[int]:
     """Point fd 1 at stderr while kt-kernel runs; yields a duplicate of the real stdout."""
@@ -184,32 +127,21 @@ def native_output_to_stderr() -> Iterator[int]:
         libc.fflush(None)
 
 
-def measure(spec: RunSpec) -> dict[str, Any]:
-    if spec.method not in METHODS:
-        raise WorkerError(
-            f"method {spec.method!r} cannot be measured; use one of {', '.join(METHODS)}"
-        )
-    if not spec.pools or any(threads < 1 for _, threads in spec.pools):
-        raise WorkerError(f"every pool needs at least one thread: {list(spec.pools)}")
-    if spec.top_k > spec.experts:
-        raise WorkerError(f"top-k {spec.top_k} exceeds the {spec.experts} experts per layer")
-    ext, variant, version = load_extension()
-    cls = moe_class(ext, spec.method)
-    rng = random.Random(spec.seed)
-    expert_bytes = bytes_per_expert(spec.method, spec.hidden, spec.intermediate)
-    source = source_expert(spec, rng)
-    experts, pools = spec.experts, len(spec.pools)
-
+def _pool_config(ext: Any, spec: RunSpec) -> Any:
+    """kt-kernel's worker pools: pool i has the spec's thread count, pinned to its node."""
     pool_config = ext.WorkerPoolConfig()
-    pool_config.subpool_count = pools
+    pool_config.subpool_count = len(spec.pools)
     pool_config.subpool_numa_map = [node for node, _ in spec.pools]
     pool_config.subpool_thread_count = [threads for _, threads in spec.pools]
+    return pool_config
 
-    mask = (ctypes.c_bool * experts)()  # every expert on the CPU
-    identity = (ctypes.c_int64 * experts)(*range(experts))
-    smaps_before = smaps_rollup()
-    start = time.perf_counter()
-    cpu_infer = ext.CPUInfer(pool_config)
+
+def _load_layers(
+    ext: Any, cls: Any, cpu_infer: Any, spec: RunSpec, source: SourceExpert, pointers: Any
+) -> tuple[list[Any], list[Any]]:
+    """`spec.layers` MoE layers, each loading every expert from the one source expert."""
+    mask, identity = pointers
+    experts, pools = spec.experts, len(spec.pools)
     layers: list[Any] = []
     configs: list[Any] = []
     copies = pools if source.per_pool else 1
@@ -237,17 +169,21 @@ def measure(spec: RunSpec) -> dict[str, Any]:
         cpu_infer.sync()
         layers.append(moe)
         configs.append(config)
-    load_seconds = time.perf_counter() - start
-    smaps_after = smaps_rollup()
+    return layers, configs
 
-    top_k = spec.top_k
+
+def _decode_step(
+    cpu_infer: Any, layers: list[Any], spec: RunSpec, rng: random.Random
+) -> Callable[[], None]:
+    """One token's decode: every layer in turn, top-k random experts, a submit and sync each."""
+    top_k, experts = spec.top_k, spec.experts
     routing = (ctypes.c_int64 * (ROUTING_ROWS * top_k))()
     for row in range(ROUTING_ROWS):
         routing[row * top_k : (row + 1) * top_k] = rng.sample(range(experts), top_k)
     ids_base = ctypes.addressof(routing)
     weights = (ctypes.c_float * top_k)(*([1.0 / top_k] * top_k))
     qlen = (ctypes.c_int32 * 1)(1)
-    hidden_in = Buffer(_bf16_bits(rng, spec.hidden, 118, 126))
+    hidden_in = Buffer(bf16_bits(rng, spec.hidden, 118, 126))
     hidden_out = Buffer(bytes(2 * spec.hidden))
     submit, sync = cpu_infer.submit, cpu_infer.sync
     tasks: list[Callable[..., Any]] = [moe.forward_task for moe in layers]
@@ -255,6 +191,7 @@ def measure(spec: RunSpec) -> dict[str, Any]:
 
     def token() -> None:
         nonlocal row
+        _ = routing  # the routing table lives as long as the step that reads it
         for forward in tasks:
             ids = ids_base + (row % ROUTING_ROWS) * top_k * 8
             row += 1
@@ -266,12 +203,18 @@ def measure(spec: RunSpec) -> dict[str, Any]:
             )  # fmt: skip
             sync()
 
+    return token
+
+
+def _timed(
+    token: Callable[[], None], spec: RunSpec, per_token: int
+) -> tuple[list[float], int, float]:
+    """Warm up, then GB/s per segment; returns (rates, tokens, seconds measured)."""
     warm_end = time.perf_counter() + spec.warmup_seconds
     token()
     while time.perf_counter() < warm_end:
         token()
     segment_seconds = spec.seconds / spec.segments
-    per_token = len(layers) * top_k * expert_bytes
     rates: list[float] = []
     tokens_total = 0
     measured = 0.0
@@ -287,6 +230,37 @@ def measure(spec: RunSpec) -> dict[str, Any]:
         rates.append(tokens * per_token / elapsed / 1e9)
         tokens_total += tokens
         measured += elapsed
+    return rates, tokens_total, measured
+
+
+def measure(spec: RunSpec) -> dict[str, Any]:
+    if spec.method not in METHODS:
+        raise WorkerError(
+            f"method {spec.method!r} cannot be measured; use one of {', '.join(METHODS)}"
+        )
+    if not spec.pools or any(threads < 1 for _, threads in spec.pools):
+        raise WorkerError(f"every pool needs at least one thread: {list(spec.pools)}")
+    if spec.top_k > spec.experts:
+        raise WorkerError(f"top-k {spec.top_k} exceeds the {spec.experts} experts per layer")
+    ext, variant, version = load_extension()
+    cls = moe_class(ext, spec.method)
+    rng = random.Random(spec.seed)
+    expert_bytes = bytes_per_expert(spec.method, spec.hidden, spec.intermediate)
+    source = source_expert(spec, rng)
+    experts = spec.experts
+    pool_config = _pool_config(ext, spec)
+
+    mask = (ctypes.c_bool * experts)()  # every expert on the CPU
+    identity = (ctypes.c_int64 * experts)(*range(experts))
+    smaps_before = smaps_rollup()
+    start = time.perf_counter()
+    cpu_infer = ext.CPUInfer(pool_config)
+    layers, configs = _load_layers(ext, cls, cpu_infer, spec, source, (mask, identity))
+    load_seconds = time.perf_counter() - start
+    smaps_after = smaps_rollup()
+
+    token = _decode_step(cpu_infer, layers, spec, rng)
+    rates, tokens_total, measured = _timed(token, spec, len(layers) * spec.top_k * expert_bytes)
     del layers, configs
     del cpu_infer
     return {

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kthybrid_serve.errors import WorkerError
-from kthybrid_serve.model.model import CpuWeights, ModelFacts
+from kthybrid_serve.model.model import ModelFacts
+from kthybrid_serve.model.weights import CpuWeights
 
 METHODS = ("MXFP4", "AMXINT4", "AMXINT8", "BF16")  # the methods whose kernel format is known
 MXFP4_GROUP = 32

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kthybrid_serve.errors import CpuIsaError, WeightFormatError
 from kthybrid_serve.host.host import HostFacts
-from kthybrid_serve.model.model import CpuWeights
+from kthybrid_serve.model.weights import CpuWeights
 from kthybrid_serve.plan.items import PlanItem
 from kthybrid_serve.settings import Settings
 

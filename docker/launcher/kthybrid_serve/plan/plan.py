@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from kthybrid_serve.errors import GpuCountError, NoGpuError, WeightFormatError
 from kthybrid_serve.host.host import HostFacts
 from kthybrid_serve.model.experts import cpu_expert_bytes, expert_shape
-from kthybrid_serve.model.model import CpuWeights, ModelFacts
+from kthybrid_serve.model.model import ModelFacts
+from kthybrid_serve.model.weights import CpuWeights
 from kthybrid_serve.plan.command import (
     KtFlags,
     default_items,
