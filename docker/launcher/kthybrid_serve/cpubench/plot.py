@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,36 +57,41 @@ def _ticks(top: float, count: int = 6) -> list[float]:
     return [i * step for i in range(int(top / step) + 1)]
 
 
-def render_png(result: Mapping[str, Any], path: Path) -> Path:
-    """Write the plot of `result` (the bench JSON) to `path`."""
-    image_mod, draw_mod, font_mod = _pillow()
-    runs: Sequence[Mapping[str, Any]] = [r for r in result["runs"] if r.get("gbps") is not None]
-    if not runs:
-        raise PlotError("no run was measured; nothing to plot")
-    bandwidth = float(result["bandwidth_gbps"])
-    threads = [int(r["threads"]) for r in runs]
-    x_low, x_high = min(threads) - 1, max(threads) + 1
-    y_high = max(bandwidth, *(float(r["gbps"]) for r in runs)) * 1.12
-    y_ticks = _ticks(y_high)
-    y_high = max(y_high, y_ticks[-1])
+@dataclass(frozen=True)
+class _Canvas:
+    """The drawing and its coordinates: threads along x, GB/s up y."""
 
-    image = image_mod.new("RGB", (WIDTH, HEIGHT), "white")
-    draw = draw_mod.Draw(image)
-    small, normal = _font(font_mod, 13), _font(font_mod, 15)
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    draw: Any
+    small: Any
+    normal: Any
+    x_low: int
+    x_high: int
+    y_high: float
 
-    def x_of(value: float) -> float:
-        return LEFT + (value - x_low) / (x_high - x_low) * plot_w
+    @property
+    def plot_w(self) -> int:
+        return WIDTH - LEFT - RIGHT
 
-    def y_of(value: float) -> float:
-        return TOP + plot_h - value / y_high * plot_h
+    @property
+    def plot_h(self) -> int:
+        return HEIGHT - TOP - BOTTOM
 
+    def x_of(self, value: float) -> float:
+        return LEFT + (value - self.x_low) / (self.x_high - self.x_low) * self.plot_w
+
+    def y_of(self, value: float) -> float:
+        return TOP + self.plot_h - value / self.y_high * self.plot_h
+
+
+def _axes(canvas: _Canvas, y_ticks: Sequence[float], bandwidth: float) -> None:
+    draw, small, normal = canvas.draw, canvas.small, canvas.normal
+    plot_w, plot_h = canvas.plot_w, canvas.plot_h
     for tick in y_ticks:
-        y = y_of(tick)
+        y = canvas.y_of(tick)
         draw.line([(LEFT, y), (LEFT + plot_w, y)], fill=COLOURS["grid"])
         draw.text((LEFT - 8, y), f"{tick:g}", fill=COLOURS["axis"], font=small, anchor="rm")
-    for value in range(x_low + 1, x_high):
-        x = x_of(value)
+    for value in range(canvas.x_low + 1, canvas.x_high):
+        x = canvas.x_of(value)
         draw.line([(x, TOP + plot_h), (x, TOP + plot_h + 5)], fill=COLOURS["axis"])
         draw.text((x, TOP + plot_h + 8), str(value), fill=COLOURS["axis"], font=small, anchor="mt")
     draw.rectangle([LEFT, TOP, LEFT + plot_w, TOP + plot_h], outline=COLOURS["axis"])
@@ -98,7 +104,7 @@ def render_png(result: Mapping[str, Any], path: Path) -> Path:
     )
     draw.text((14, TOP - 22), "GB/s of expert weights", fill=COLOURS["axis"], font=normal)
 
-    y_bw = y_of(bandwidth)
+    y_bw = canvas.y_of(bandwidth)
     for start in range(LEFT, LEFT + plot_w, 14):
         draw.line(
             [(start, y_bw), (min(start + 8, LEFT + plot_w), y_bw)],
@@ -113,6 +119,13 @@ def render_png(result: Mapping[str, Any], path: Path) -> Path:
         anchor="lb",
     )
 
+
+Legend = list[tuple[tuple[int, int, int], str]]
+
+
+def _runs(canvas: _Canvas, result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> Legend:
+    """The plan's sweep as a line, other layouts as squares; returns their legend entries."""
+    draw, x_of, y_of = canvas.draw, canvas.x_of, canvas.y_of
     plan_pools = int(result["plan_pools"])
     plan_nodes = list(result["plan_numa_nodes"])
     sweep = sorted(
@@ -124,7 +137,7 @@ def render_png(result: Mapping[str, Any], path: Path) -> Path:
         draw.line(points, fill=COLOURS["sweep"], width=2)
     for x, y in points:
         draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=COLOURS["sweep"])
-    legend: list[tuple[tuple[int, int, int], str]] = [
+    legend: Legend = [
         (COLOURS["sweep"], f"{plan_pools} pool(s) on node(s) {','.join(map(str, plan_nodes))}")
     ]
     others = [r for r in runs if r not in sweep]
@@ -135,21 +148,29 @@ def render_png(result: Mapping[str, Any], path: Path) -> Path:
             (x + 8, y),
             run["labels"][0].split(" (")[0],
             fill=COLOURS["other"],
-            font=small,
+            font=canvas.small,
             anchor="lm",
         )
     if others:
         legend.append((COLOURS["other"], "other layouts (tutorial, upstream)"))
+    return legend
 
+
+def _best_and_plan(
+    canvas: _Canvas, result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
+) -> Legend:
+    """Rings around the best run and the plan's; returns their legend entries."""
+    draw = canvas.draw
+    legend: Legend = []
     best_gbps, plan_gbps = result["best_gbps"], result["plan_gbps"]
     best = next(
         r for r in runs if r["gbps"] == best_gbps and r["threads"] == result["best_threads"]
     )
-    x, y = x_of(int(best["threads"])), y_of(float(best_gbps))
+    x, y = canvas.x_of(int(best["threads"])), canvas.y_of(float(best_gbps))
     draw.ellipse([x - 9, y - 9, x + 9, y + 9], outline=COLOURS["best"], width=3)
     legend.append((COLOURS["best"], f"best: {best['threads']} threads, {best_gbps:.1f} GB/s"))
     if plan_gbps is not None:
-        x, y = x_of(int(result["plan_threads"])), y_of(float(plan_gbps))
+        x, y = canvas.x_of(int(result["plan_threads"])), canvas.y_of(float(plan_gbps))
         draw.ellipse([x - 13, y - 13, x + 13, y + 13], outline=COLOURS["plan"], width=2)
         legend.append(
             (COLOURS["plan"], f"plan: {result['plan_threads']} threads, {plan_gbps:.1f} GB/s")
@@ -157,8 +178,12 @@ def render_png(result: Mapping[str, Any], path: Path) -> Path:
     legend.append(
         (COLOURS["bandwidth"], f"read bandwidth ({result['bandwidth']['threads']} threads)")
     )
+    return legend
 
-    legend_x, legend_y = LEFT + plot_w + 16, TOP + 4
+
+def _legend_and_titles(canvas: _Canvas, result: Mapping[str, Any], legend: Legend) -> None:
+    draw, small, normal = canvas.draw, canvas.small, canvas.normal
+    legend_x, legend_y = LEFT + canvas.plot_w + 16, TOP + 4
     for colour, text in legend:
         draw.rectangle([legend_x, legend_y + 3, legend_x + 12, legend_y + 15], fill=colour)
         draw.text((legend_x + 18, legend_y), text, fill=COLOURS["axis"], font=small)
@@ -174,6 +199,30 @@ def render_png(result: Mapping[str, Any], path: Path) -> Path:
     )
     draw.text((LEFT, 12), title, fill=COLOURS["axis"], font=normal)
     draw.text((LEFT, 34), subtitle, fill=COLOURS["axis"], font=small)
+
+
+def render_png(result: Mapping[str, Any], path: Path) -> Path:
+    """Write the plot of `result` (the bench JSON) to `path`."""
+    image_mod, draw_mod, font_mod = _pillow()
+    runs: Sequence[Mapping[str, Any]] = [r for r in result["runs"] if r.get("gbps") is not None]
+    if not runs:
+        raise PlotError("no run was measured; nothing to plot")
+    bandwidth = float(result["bandwidth_gbps"])
+    threads = [int(r["threads"]) for r in runs]
+    y_high = max(bandwidth, *(float(r["gbps"]) for r in runs)) * 1.12
+    y_ticks = _ticks(y_high)
+    image = image_mod.new("RGB", (WIDTH, HEIGHT), "white")
+    canvas = _Canvas(
+        draw=draw_mod.Draw(image),
+        small=_font(font_mod, 13),
+        normal=_font(font_mod, 15),
+        x_low=min(threads) - 1,
+        x_high=max(threads) + 1,
+        y_high=max(y_high, y_ticks[-1]),
+    )
+    _axes(canvas, y_ticks, bandwidth)
+    legend = _runs(canvas, result, runs) + _best_and_plan(canvas, result, runs)
+    _legend_and_titles(canvas, result, legend)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG")
     return path

@@ -221,6 +221,57 @@ class BenchOptions:
     progress: Callable[[str], None] | None = None
 
 
+def _run_candidate(
+    candidate: Candidate,
+    shape: ExpertShape,
+    method: str,
+    sizing: Sizing,
+    options: BenchOptions,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """One pool layout measured in a worker: the run's entry; kt-kernel's facts go to `meta`."""
+    say = options.progress or (lambda _line: None)
+    env = worker_env(options.environ, {})
+    timeout = WORKER_BASE_TIMEOUT + WORKER_TIMEOUT_PER_GIB * sizing.loaded_bytes / GIB
+    layout = candidate.layout
+    entry: dict[str, Any] = {
+        "threads": layout.threads,
+        "pools": layout.pools,
+        "threads_per_pool": list(layout.per_pool),
+        "numa_nodes": list(layout.nodes),
+        "labels": list(candidate.labels),
+        "note": candidate.note,
+        "gbps": None,
+    }
+    if min(layout.per_pool) < 1:
+        entry["error"] = "not run: a pool would get 0 threads (kt-kernel's split)"
+        return entry
+    say(f"kt-kernel {method}: {layout.describe()} ...")
+    spec = RunSpec(
+        method=method,
+        hidden=shape.hidden,
+        intermediate=shape.intermediate,
+        top_k=shape.top_k,
+        experts=sizing.experts,
+        layers=sizing.layers,
+        pools=tuple(zip(layout.nodes, layout.per_pool, strict=True)),
+        seconds=options.seconds,
+    )
+    result = run_worker(spec, env, timeout)
+    if result.get("ok"):
+        entry.update(
+            gbps=result["gbps"],
+            gbps_segments=result["gbps_segments"],
+            tokens_per_second=result["tokens_per_second"],
+            load_seconds=result["load_seconds"],
+        )
+        for key in ("cpu_variant", "moe_class", "kt_kernel_version", "glibc_tunables"):
+            meta.setdefault(key, result.get(key))
+    else:
+        entry["error"] = str(result.get("error"))
+    return entry
+
+
 def run_bench(
     shape: ExpertShape,
     method: str,
@@ -238,49 +289,10 @@ def run_bench(
     bandwidth_buffer = max(WORKING_SET_FLOOR, WORKING_SET_LLC_MULTIPLE * host.llc_bytes)
     say(f"read bandwidth over {bandwidth_buffer / GIB:.1f} GiB per node ...")
     total, per_node = read_bandwidth(host.cpus_by_node, bandwidth_buffer, options.bandwidth_repeats)
-    env = worker_env(options.environ, {})
-    timeout = WORKER_BASE_TIMEOUT + WORKER_TIMEOUT_PER_GIB * sizing.loaded_bytes / GIB
     runs: list[dict[str, Any]] = []
     meta: dict[str, Any] = {}
     for candidate in candidates(plan, host):
-        layout = candidate.layout
-        entry: dict[str, Any] = {
-            "threads": layout.threads,
-            "pools": layout.pools,
-            "threads_per_pool": list(layout.per_pool),
-            "numa_nodes": list(layout.nodes),
-            "labels": list(candidate.labels),
-            "note": candidate.note,
-            "gbps": None,
-        }
-        if min(layout.per_pool) < 1:
-            entry["error"] = "not run: a pool would get 0 threads (kt-kernel's split)"
-            runs.append(entry)
-            continue
-        say(f"kt-kernel {method}: {layout.describe()} ...")
-        spec = RunSpec(
-            method=method,
-            hidden=shape.hidden,
-            intermediate=shape.intermediate,
-            top_k=shape.top_k,
-            experts=sizing.experts,
-            layers=sizing.layers,
-            pools=tuple(zip(layout.nodes, layout.per_pool, strict=True)),
-            seconds=options.seconds,
-        )
-        result = run_worker(spec, env, timeout)
-        if result.get("ok"):
-            entry.update(
-                gbps=result["gbps"],
-                gbps_segments=result["gbps_segments"],
-                tokens_per_second=result["tokens_per_second"],
-                load_seconds=result["load_seconds"],
-            )
-            for key in ("cpu_variant", "moe_class", "kt_kernel_version", "glibc_tunables"):
-                meta.setdefault(key, result.get(key))
-        else:
-            entry["error"] = str(result.get("error"))
-        runs.append(entry)
+        runs.append(_run_candidate(candidate, shape, method, sizing, options, meta))
     measured = [r for r in runs if r["gbps"] is not None]
     if not measured:
         first = next((r["error"] for r in runs if r.get("error")), "no run was made")
