@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "docker" / "launcher"), str(REPO / "tests" / "convert")]
+from kthybrid_serve.convert import ConvertRequest, convert, plan_conversion
 
-from kthybrid_serve.convert import ConvertRequest, convert, plan_conversion  # noqa: E402
-from mxfp4_checkpoint import Spec, write_checkpoint  # noqa: E402
+from tests.support.mxfp4_checkpoint import Spec, write_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
 
 V4_FLASH_MOE_LAYERS = 43
 V4_FLASH_MTP_LAYERS = 1

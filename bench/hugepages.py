@@ -32,14 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kthybrid_serve.cpubench.sweep import run_worker, worker_env
+from kthybrid_serve.cpubench.worker import RunSpec
+from kthybrid_serve.model.experts import bytes_per_expert
+from kthybrid_serve.units import GIB, MIB, parse_size
+
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = REPO / "docker" / "launcher"
-sys.path.insert(0, str(LAUNCHER))
-
-from kthybrid_serve.cpubench.sweep import run_worker, worker_env  # noqa: E402
-from kthybrid_serve.cpubench.worker import RunSpec  # noqa: E402
-from kthybrid_serve.model.experts import bytes_per_expert  # noqa: E402
-from kthybrid_serve.units import GIB, MIB, parse_size  # noqa: E402
 
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 THP_DEFRAG = Path("/sys/kernel/mm/transparent_hugepage/defrag")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +18,7 @@ from pathlib import Path
 import pytest
 from compose_project import CI_MEMLOCK, ComposeProject
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "convert"))
-
-from mxfp4_checkpoint import Spec, write_checkpoint  # type: ignore[import-not-found]
+from tests.support.mxfp4_checkpoint import Spec, write_checkpoint
 
 Compose = Callable[..., ComposeProject]
 

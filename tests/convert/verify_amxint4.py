@@ -46,9 +46,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from mxfp4_checkpoint import expert_values, spec_of
+from tests.support.mxfp4_checkpoint import expert_values, spec_of
 
 SEED = 7
 TOKEN_COUNTS = (4, 32)

@@ -15,10 +15,10 @@ from kthybrid_serve.plan.runtime_needs import ImageFacts
 from kthybrid_serve.plan.targets import load_target_data, parse_target_data
 from kthybrid_serve.settings import default_settings
 from kthybrid_serve.validate import check_arch
-from launcher_fixtures import GB
 
 from builder.matrix import TARGETS_FILE, load_runtime_needs, load_targets, load_versions
 from builder.render import LAUNCHER_TARGETS, render_all
+from tests.support.launcher_fixtures import GB
 
 SM86_DATA = Path(__file__).parents[1] / "builder" / "data" / "sm86-target.yaml"
 RTX3090 = "NVIDIA GeForce RTX 3090,24576MiB,8.6"
