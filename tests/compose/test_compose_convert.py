@@ -1,6 +1,6 @@
 """`docker compose --profile convert up` converts a checkpoint with the image's own converter.
 
-A tiny V4-format checkpoint with real MXFP4 data (tests/convert/mxfp4_checkpoint.py) is
+A tiny V4-format checkpoint with real MXFP4 data (tests/support/mxfp4_checkpoint.py) is
 converted on this machine, without a GPU (the no-GPU layer drops the reservation; the
 experts are then dequantized on the CPU) and, here, without AMX (kt-kernel's AVX-512
 quantizer writes the files an AMX CPU writes).
