@@ -250,7 +250,8 @@ def param_text(option: ChartOption) -> str:
         what += f"; {CHART_NOTES[option.path]}"
     if _chart_default(option) is not None:
         return what
-    return f"{what}; unset: the launcher's default ({option.shown_default})"
+    shown = f" ({option.shown_default})" if option.shown_default else ""
+    return f"{what}; unset: the launcher's default{shown}"
 
 
 def render_values(text: str, options: list[ChartOption]) -> str:
