@@ -40,13 +40,14 @@ CHART_NARROWS: dict[str, dict[str, object]] = {
 # What the chart adds to an option's help in its `## @param` line (chart facts, not launcher's).
 CHART_NOTES: dict[str, str] = {
     "server.model": "inside the container; downloads land here too",
-    "server.trustRemoteCode": "runs code from the model repository: pin models.download.revision",
-    "server.tpSize": "GPUs x nodes is GPUs per pod times pods per group",
+    "server.trustRemoteCode": "pin models.download.revision",
+    "server.tpSize": "nodes: the pods of a group",
     "server.extraArgs": "one list item per argument, sent as a JSON array; never split on spaces",
-    "kt.weightPath": "below /models, e.g. /models/DeepSeek-V4-Flash-AMXINT4",
-    "kt.numaPolicy": "interleave when a pod spans the host, local for a pod per NUMA node",
-    "multiNode.size": "pods per group, leader included; the chart's default is 2",
+    "kt.weightPath": "below /models",
+    "kt.numaPolicy": "local for a pod per NUMA node",
+    "multiNode.size": "pods per group, leader included",
 }
+MAX_LINE = 180  # .yamllint's line-length
 # A number from --set reaches the chart as a string ("0.8"): a fraction accepts that form too.
 FRACTION_PATTERN = "^0*\\.[0-9]*[1-9][0-9]*$"
 
@@ -210,6 +211,11 @@ def values_block(parent: str, options: list[ChartOption], indent: str) -> list[s
     lines = []
     for option in (o for o in options if o.parent == parent):
         lines.append(f"{indent}## @param {option.path} {param_text(option)}")
+        if len(lines[-1]) > MAX_LINE:
+            raise RenderDriftError(
+                f"the @param line of {option.path} is {len(lines[-1])} characters, over "
+                f"yamllint's {MAX_LINE}: shorten its help in settings.py or its chart note"
+            )
         value = _chart_default(option)
         if value is not None:
             if not indent:
@@ -235,7 +241,9 @@ def param_text(option: ChartOption) -> str:
     from kthybrid_serve.parsers import Choice, IntListRange, IntRange, OpenInterval
 
     parse = option.parse
-    what = option.help[:1].upper() + option.help[1:] + f" ({option.env})"
+    # A choice's values replace the help's explanation of them (after its first colon).
+    help_text = option.help.split(": ", 1)[0] if isinstance(parse, Choice) else option.help
+    what = help_text[:1].upper() + help_text[1:] + f" ({option.env})"
     if isinstance(parse, IntRange):
         what += f", a whole number from {parse.low} to {parse.high}"
     elif isinstance(parse, IntListRange):
@@ -244,14 +252,11 @@ def param_text(option: ChartOption) -> str:
         what += f", {parse.hint}"
     elif isinstance(parse, Choice):
         what += ": " + ", ".join(parse.choices[:-1]) + f" or {parse.choices[-1]}"
-    elif _base_type(option.annotation)[0] is bool:
-        what += ", true or false"
     if option.path in CHART_NOTES:
         what += f"; {CHART_NOTES[option.path]}"
     if _chart_default(option) is not None:
         return what
-    shown = f" ({option.shown_default})" if option.shown_default else ""
-    return f"{what}; unset: the launcher's default{shown}"
+    return f"{what}; unset: {option.shown_default or 'the launcher decides'}"
 
 
 def render_values(text: str, options: list[ChartOption]) -> str:
