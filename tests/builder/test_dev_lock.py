@@ -1,4 +1,4 @@
-"""`make venv` installs the dev tools from a hash lock (dev.lock), as the image its stack."""
+"""`make venv` installs the dev tools from a hash lock (dev.lock), like the image's stack."""
 
 from __future__ import annotations
 
