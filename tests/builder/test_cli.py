@@ -12,7 +12,7 @@ import docker
 import docker.errors
 import pytest
 
-from builder.build import TOOLCHAIN_PULL_FAILED, resolve_toolchain
+from builder.engine import TOOLCHAIN_PULL_FAILED, resolve_toolchain
 from builder.matrix import REPO_ROOT, load_targets
 
 
@@ -65,16 +65,6 @@ def test_no_docker_daemon_says_how_to_start_one() -> None:
     env = {"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PATH": "/usr/bin:/bin"}
     result = run_builder("build", "--arch", "sm120", env=env)
     assert_one_line_error(result, "no Docker engine answers", "make engine")
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        pytest.fail(f"no Docker engine answers ({error}): run `make engine`", pytrace=False)
-    return client
 
 
 @pytest.mark.docker

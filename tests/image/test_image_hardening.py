@@ -6,7 +6,7 @@ from typing import Any
 
 import docker.models.images
 
-from builder.build import TOOLCHAIN_REASONS
+from builder.engine import TOOLCHAIN_REASONS
 from builder.matrix import load_versions
 
 # payload_runtime loaded by path: sgl_kernel's __init__ needs the driver's libcuda.

@@ -19,9 +19,9 @@ from kthybrid_serve.errors import (
     NoGpuError,
     ShmTooSmallError,
 )
-from kthybrid_serve.gpus import Gpu
-from kthybrid_serve.host import HostFacts
-from kthybrid_serve.hugepages import (
+from kthybrid_serve.host.gpus import Gpu
+from kthybrid_serve.host.host import HostFacts
+from kthybrid_serve.plan.hugepages import (
     HUGETLB_PAGE,
     HUGETLB_POOL_FACTOR,
     THP_ENABLED,
@@ -29,9 +29,9 @@ from kthybrid_serve.hugepages import (
     pool_pages,
     thp_mode,
 )
-from kthybrid_serve.plan import Plan
+from kthybrid_serve.plan.plan import Plan
+from kthybrid_serve.plan.targets import TargetData, driver_at_least
 from kthybrid_serve.settings import Settings
-from kthybrid_serve.targets import TargetData, driver_at_least
 from kthybrid_serve.units import GIB, gib
 from kthybrid_serve.untrusted import printable
 

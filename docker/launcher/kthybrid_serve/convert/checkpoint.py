@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kthybrid_serve.errors import ModelIncompleteError, WeightFormatError
-from kthybrid_serve.model import MAX_CONFIG_BYTES, read_headers
-from kthybrid_serve.shards import read_whole
+from kthybrid_serve.model.model import MAX_CONFIG_BYTES, read_headers
+from kthybrid_serve.model.shards import read_whole
 from kthybrid_serve.untrusted import parse_json
 
 GROUP = 32  # MXFP4: one UE8M0 scale per 32 E2M1 values

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kthybrid_serve.errors import ModelIncompleteError
-from kthybrid_serve.hostfs import read_regular
+from kthybrid_serve.host.hostfs import read_regular
 from kthybrid_serve.untrusted import parse_json, printable
 
 # Headers are JSON and rarely above a few MB; a bigger value means a corrupt file.
