@@ -538,3 +538,112 @@ def test_a_header_of_a_million_entries_is_refused_fast(copies: tuple[Path, Path]
     (model / "model-00001-of-00002.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
     code, err = plan(host, model)  # well_behaved: under 5 s
     assert code == 17 and "more than 131072 tensors in one shard" in err, err
+
+
+# -- issue 20: tune records are input too ---------------------------------------------------
+
+
+# All routed experts on the CPU, so the plan plans threads and reads the record.
+CPU_EXPERTS = {"KTHYBRID_KT_NUM_GPU_EXPERTS": "0"}
+
+
+@pytest.fixture
+def record(
+    copies: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Path, Path, Path]]:
+    """(host, model, record path): a valid record for this host, model shape and method."""
+    from kthybrid_serve.cpubench.tuning import store
+    from kthybrid_serve.host.host import read_host
+    from kthybrid_serve.model.experts import expert_shape
+    from kthybrid_serve.model.model import read_model
+    from kthybrid_serve.plan.records import tune_dir, tune_key
+
+    host, model = copies
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code, out, err, _ = run("plan", "--host-root", str(host), "--model", str(model),
+                            "--gpu", RTX5090, "--json", env=CPU_EXPERTS)  # fmt: skip
+    assert code == 0, err
+    method = {i["name"]: i["value"] for i in json.loads(out)["items"]}["--kt-method"]
+    key = tune_key(read_host(str(host), [RTX5090]), expert_shape(read_model(str(model))), method)
+    chosen = {"threads": 5, "pools": 1, "threads_per_pool": [5], "numa_nodes": [0],
+              "labels": ["sweep"], "gbps": 40.0}  # fmt: skip
+    result = {"runs": [chosen], "plan_threads": 5, "plan_gbps": 40.0, "bandwidth_gbps": 90.0}
+    path = store(tune_dir({"XDG_CACHE_HOME": str(tmp_path / "cache")}), key, result, chosen)
+    assert plan(host, model, env=CPU_EXPERTS)[0] == 0
+    yield host, model, path
+
+
+def _damage(path: Path, **fields: object) -> None:
+    data = json.loads(path.read_text())
+    data.update(fields)
+    path.write_text(json.dumps(data))
+
+
+def test_a_record_larger_than_1_mib_is_refused_unread(record: tuple[Path, Path, Path]) -> None:
+    host, model, path = record
+    with path.open("a") as handle:
+        handle.truncate(1024**2 + 1)
+    code, err = plan(host, model, env=CPU_EXPERTS)
+    assert code == 28 and "more than a record's 1048576" in err, err
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"threads": 4096, "threads_per_pool": [4096]}, "usable physical cores here"),
+        ({"threads": 10**40, "threads_per_pool": [10**40]}, "a whole number"),
+        ({"gbps": -3.0}, "finite number above 0"),
+        ({"gbps": 0}, "finite number above 0"),
+        ({"bandwidth_gbps": 1e300}, "finite number above 0"),
+        ({"gbps": "fast"}, "damaged"),
+        ({"numa_nodes": [7], "threads_per_pool": [5]}, "NUMA node 7"),
+    ],
+    ids=["beyond-cores", "huge", "negative", "zero", "absurd", "string", "absent-node"],
+)
+def test_impossible_record_figures_are_refused(
+    record: tuple[Path, Path, Path], fields: dict[str, object], expected: str
+) -> None:
+    host, model, path = record
+    _damage(path, **fields)
+    code, err = plan(host, model, env=CPU_EXPERTS)
+    assert code == 28 and expected in err and str(path) in err, err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"format": 1, "x": ' + "[" * DEEP + "]" * DEEP + "}",
+        '{"format": 1, "threads": ' + HUGE + "}",
+        '{"format": 1, "gbps": NaN}',
+        '{"format": 1, "gbps": 1e999}',
+    ],
+    ids=["deep", "huge-int", "nan", "overflow"],
+)
+def test_records_past_the_json_bounds_are_refused(
+    record: tuple[Path, Path, Path], text: str
+) -> None:
+    host, model, path = record
+    path.write_text(text)
+    code, err = plan(host, model, env=CPU_EXPERTS)
+    assert code == 28 and "tune record" in err, err
+
+
+def test_a_fifo_record_is_refused_not_waited_on(record: tuple[Path, Path, Path]) -> None:
+    host, model, path = record
+    path.unlink()
+    os.mkfifo(path)
+    code, err = plan(host, model, env=CPU_EXPERTS)
+    assert code == 28 and "regular file" in err, err
+
+
+def test_control_characters_in_a_record_are_escaped_in_the_plan(
+    record: tuple[Path, Path, Path],
+) -> None:
+    host, model, path = record
+    _damage(path, measured_at="2026-12-04\x1b[2J\x07\u202e")
+    code, out, err, _ = run("plan", "--host-root", str(host), "--model", str(model),
+                            "--gpu", RTX5090, env=CPU_EXPERTS)  # fmt: skip
+    assert code == 0, err
+    assert "measured by `kthybrid-serve tune`" in out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "2026-12-04\\x1b[2J\\x07\\u202e" in out
