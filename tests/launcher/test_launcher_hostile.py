@@ -647,3 +647,67 @@ def test_control_characters_in_a_record_are_escaped_in_the_plan(
     assert "measured by `kthybrid-serve tune`" in out
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert "2026-12-04\\x1b[2J\\x07\\u202e" in out
+
+
+# -- issue 20: output hygiene and silent acceptances ---------------------------------------
+
+HOSTILE_TEXT = "Evil\x1b[2J\x1b]0;pwned\x07\r\nkthybrid-serve: error: fake\u202etxt.exe\x9b"
+RAW_CONTROLS = ("\x1b", "\x07", "\r", "\u202e", "\x9b")
+
+
+def _assert_escaped(out: str) -> None:
+    for raw in RAW_CONTROLS:
+        assert raw not in out, repr(raw)
+    assert "Evil\\x1b[2J" in out
+    assert "kthybrid-serve: error: fake" not in out.splitlines()[0]
+    assert not any(line.startswith("kthybrid-serve: error: fake") for line in out.splitlines())
+
+
+def test_a_hostile_cpu_model_name_is_escaped_in_plan_and_doctor(
+    copies: tuple[Path, Path],
+) -> None:
+    host, model = copies
+    cpuinfo = host / "proc/cpuinfo"
+    lines = [
+        f"model name\t: {HOSTILE_TEXT}" if line.startswith("model name") else line
+        for line in cpuinfo.read_text().splitlines()
+    ]
+    cpuinfo.write_text("\n".join(lines) + "\n")
+    for command in ("plan", "doctor"):
+        code, out, err, seconds = run(command, "--host-root", str(host), "--model", str(model),
+                                      "--gpu", RTX5090)  # fmt: skip
+        well_behaved(code, err, seconds)
+        assert out, err
+        _assert_escaped(out)
+
+
+def test_a_hostile_model_architecture_is_escaped_in_the_plan(copies: tuple[Path, Path]) -> None:
+    host, model = copies
+    config = json.loads((model / "config.json").read_text())
+    config["architectures"] = [HOSTILE_TEXT]
+    config["model_type"] = HOSTILE_TEXT
+    (model / "config.json").write_text(json.dumps(config))
+    code, out, err, seconds = run("plan", "--host-root", str(host), "--model", str(model),
+                                  "--gpu", RTX5090)  # fmt: skip
+    well_behaved(code, err, seconds)
+    for raw in RAW_CONTROLS:
+        assert raw not in out + err, repr(raw)
+
+
+@pytest.mark.parametrize("garbage", ["garbage", "MemFree: 12 kB\n", "\x00\x01", "MemTotal: lots"])
+def test_garbage_proc_meminfo_is_refused_even_with_node_meminfo(
+    copies: tuple[Path, Path], garbage: str
+) -> None:
+    host, model = copies
+    assert (host / "sys/devices/system/node/node0/meminfo").is_file()
+    (host / "proc/meminfo").write_text(garbage)
+    code, err = plan(host, model)
+    assert code == 22, err
+    assert "/proc/meminfo holds no MemTotal line" in err
+
+
+def test_garbage_node_meminfo_is_refused_naming_the_file(copies: tuple[Path, Path]) -> None:
+    host, model = copies
+    (host / "sys/devices/system/node/node0/meminfo").write_text("nothing useful\n")
+    code, err = plan(host, model)
+    assert code == 22 and "node0/meminfo holds no MemTotal line" in err, err

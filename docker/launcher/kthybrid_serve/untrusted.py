@@ -92,11 +92,12 @@ def parse_json(data: bytes | str, where: str, error: type[LauncherError], fix: s
         raise error(f"{where} is not usable JSON ({str(bad)[:80]}); {fix}") from None
 
 
-def printable(text: object, limit: int = 400) -> str:
+def printable(text: object, limit: int | None = 400) -> str:
     """`text` with every control, format or separator character written as an escape
     (\\x1b, \\u202e), so that no string can move the cursor, recolour, reorder or split a
-    line of output; cut to `limit` characters."""
+    line of output; cut to `limit` characters (None: whole)."""
     raw = str(text)
+    limit = len(raw) if limit is None else limit
     cut = raw[:limit]
     if cut.isprintable():
         return cut + ("..." if len(raw) > limit else "")
