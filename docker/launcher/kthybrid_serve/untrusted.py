@@ -14,9 +14,8 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any, NoReturn
-
-from kthybrid_serve.errors import LauncherError
 
 # No file the launcher reads nests deeper than a few levels (config.json: 3 or 4).
 MAX_JSON_DEPTH = 64
@@ -69,8 +68,9 @@ def _parse_constant(name: str) -> NoReturn:
     raise _Refused(f"{name} (not a JSON number)")
 
 
-def parse_json(data: bytes | str, where: str, error: type[LauncherError], fix: str) -> Any:
-    """The JSON value in `data`, or `error("<where> ... ; <fix>")` naming what was wrong."""
+def parse_json(data: bytes | str, where: str, error: Callable[[str], Exception], fix: str) -> Any:
+    """The JSON value in `data`, or `error("<where> ... ; <fix>")` naming what was wrong
+    (`error` is the caller's LauncherError class: this module imports nothing of the launcher)."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError:
