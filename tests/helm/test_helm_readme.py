@@ -17,6 +17,8 @@ def _chart_module(name: str) -> Any:
     spec = importlib.util.spec_from_file_location(name, CHART_DIR / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules (string annotations).
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
