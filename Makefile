@@ -25,11 +25,13 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make TARGET [ARCH=sm120]\n\n"} \
 	     /^[a-zA-Z0-9_%\/-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: pyproject.toml docker/launcher/pyproject.toml
+# Every package from dev.lock, checked against its hashes as the image's locks are (`make lock`
+# rewrites it); then the two projects themselves, editable, with nothing fetched.
+$(VENV)/.installed: pyproject.toml docker/launcher/pyproject.toml dev.lock
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install Python 3.11 or pass PYTHON=python3.x" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e docker/launcher
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --no-index -e . -e docker/launcher
 	touch $@
 
 .PHONY: venv
@@ -89,7 +91,7 @@ lint: venv checkov check-generated ## ruff, mypy --strict, hadolint, shellcheck,
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint --config .hadolint.yaml docker/*/Dockerfile
-	$(BIN)/shellcheck -x tools/*.sh tools/lib/*.sh docker/base/*.sh docker/scripts/*.sh .ci/run
+	$(BIN)/shellcheck -x tools/*.sh tools/lib/*.sh docker/base/*.sh docker/scripts/*.sh compose/*.sh .ci/run
 	$(BIN)/yamllint --strict .
 
 # Every generated file: the builder's renders (Dockerfiles, layer locks, targets copies, the

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from builder.errors import BuilderError
+from builder.lock import LOCK_NAMES
 from builder.matrix import load_targets, load_versions, select_target
 
 
@@ -139,7 +140,7 @@ def parser() -> argparse.ArgumentParser:
     lock.add_argument("--index-url", help="package index or mirror to resolve against")
     lock.add_argument(
         "--only",
-        choices=("stack", "build-tools", "sbom-tools"),
+        choices=LOCK_NAMES,
         help="resolve one lock and leave the others as they are",
     )
     lock.set_defaults(run=_cmd_lock)

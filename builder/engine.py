@@ -125,18 +125,31 @@ def registry_digest(client: docker.DockerClient, name: str) -> str | None:
     return None
 
 
+# Why an image has no CUDA toolchain: the only texts its io.kthybrid.cuda-toolchain-image label
+# may carry after "none" (no engine error, host name or address reaches a label).
+TOOLCHAIN_NOT_ASKED = "asked for no CUDA toolchain image"
+TOOLCHAIN_NOT_PULLED = "not here and pulling disabled"
+TOOLCHAIN_PULL_FAILED = "not here and could not be pulled"
+TOOLCHAIN_REASONS = (TOOLCHAIN_NOT_ASKED, TOOLCHAIN_NOT_PULLED, TOOLCHAIN_PULL_FAILED)
+
+
 def resolve_toolchain(
     client: docker.DockerClient, name: str, pull: bool, emit: Emit
 ) -> tuple[str | None, str | None]:
     """The CUDA toolchain image to copy nvcc from, or None (with the reason) when unavailable."""
     if name == "none":
-        return None, "asked for no CUDA toolchain image"
+        return None, TOOLCHAIN_NOT_ASKED
     if _have_image(client, name):
         return name, None
-    reason = _pull(client, name, emit) if pull else "pulling disabled"
-    if reason is None:
+    if not pull:
+        return None, TOOLCHAIN_NOT_PULLED
+    detail = _pull(client, name, emit)
+    if detail is None:
         return name, None
-    return None, reason
+    # The engine's text (resolver addresses, proxies, mirror names) goes to the build's
+    # output only: the image's label records the reason, never build-host detail.
+    emit(f"cannot pull {name}: {detail}")
+    return None, TOOLCHAIN_PULL_FAILED
 
 
 def existing_ids(client: docker.DockerClient, short_ids: list[str]) -> list[str]:

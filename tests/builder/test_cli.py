@@ -12,6 +12,7 @@ import docker
 import docker.errors
 import pytest
 
+from builder.engine import TOOLCHAIN_PULL_FAILED, resolve_toolchain
 from builder.matrix import REPO_ROOT, load_targets
 
 
@@ -141,3 +142,18 @@ def test_bases_reports_each_base_and_the_local_content_digest(
         digest = base.split("here: content ", 1)[1].split()[0]
         layers = docker_client.images.get("debian:bookworm-slim").attrs["RootFS"]["Layers"]
         assert len(layers) > 1 or digest == layers[0]
+
+
+@pytest.mark.docker
+def test_a_toolchain_image_that_cannot_be_pulled_gives_a_reason_without_host_detail(
+    docker_client: docker.DockerClient,
+) -> None:
+    said: list[str] = []
+    # .invalid never resolves (RFC 6761): the engine's error names the resolver it asked.
+    toolchain, reason = resolve_toolchain(
+        docker_client, "kthybrid-test.invalid/cuda:12.8", True, said.append
+    )
+    assert toolchain is None
+    assert reason == TOOLCHAIN_PULL_FAILED
+    # The engine's own text reaches the build's output, not the label.
+    assert any("cannot pull kthybrid-test.invalid/cuda:12.8" in line for line in said)

@@ -56,6 +56,9 @@ NOT_LAUNCHER: dict[str, tuple[str, tuple[int, int]]] = {
     "multiNode.replicas": ("LeaderWorkerSet spec.replicas (int32)", INT32),
     # sglang also listens on the five ports above --dist-init-addr's.
     "multiNode.distInitPort": ("leader port for --dist-init-addr", (1, 65530)),
+    # net.ipv4.ip_local_port_range: unprivileged ports only (NetworkPolicy port/endPort).
+    "multiNode.ephemeralPorts.start": ("ip_local_port_range's first port", (1024, 65535)),
+    "multiNode.ephemeralPorts.end": ("ip_local_port_range's last port", (1024, 65535)),
     "podSecurityContext.runAsUser": ("runAsUser (int64; 0 is root)", (1, INT32_MAX)),
     "podSecurityContext.runAsGroup": ("runAsGroup (int64)", INT32),
     "podSecurityContext.fsGroup": ("fsGroup (int64)", INT32),

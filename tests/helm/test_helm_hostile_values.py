@@ -11,6 +11,8 @@ lengths, scalars of the same types; no hostNetwork, no hostPID, no extra probe o
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,9 @@ PAYLOADS = [
 # Values that choose which objects and keys exist: the chart refuses any other value with its
 # own message (tested in test_helm_bad_values.py), so they are not replaced here.
 CHOICES = {("target",), ("models", "source"), ("cache", "source"), ("hugepages", "size")}
+# Values the templates check against a rule of their own (Kubernetes' Secret key rule): every
+# payload there is refused with the chart's message (test_a_hostile_secret_key_is_refused...).
+CHECKED = {("apiKey", "secretKey"), ("hfToken", "secretKey")}
 FORBIDDEN_KEYS = {"hostNetwork", "hostPID", "hostIPC", "host", "optional", "volumeName"}
 
 Path_ = tuple[str | int, ...]
@@ -87,7 +92,7 @@ def string_leaves(node: Any, path: Path_ = ()) -> Iterator[Path_]:
     elif isinstance(node, list):
         for index, item in enumerate(node):
             yield from string_leaves(item, (*path, index))
-    elif isinstance(node, str) and node and path not in CHOICES:
+    elif isinstance(node, str) and node and path not in CHOICES | CHECKED:
         yield path
 
 
@@ -167,7 +172,7 @@ def test_the_scenarios_set_every_string_value_of_the_schema() -> None:
             yield from declared(node["additionalProperties"], f"{prefix}.*")
 
     attacked = {schema_path(path) for leaves in LEAVES.values() for path in leaves}
-    choices = {".".join(str(s) for s in c) for c in CHOICES}
+    choices = {".".join(str(s) for s in c) for c in CHOICES | CHECKED}
     missing = sorted(set(declared(schema, "")) - attacked - choices)
     assert not missing, f"no ci/ scenario sets these string values: {missing}"
 
@@ -247,3 +252,201 @@ def test_the_schema_refuses_a_newline_and_keys_in_a_constrained_string(
     where = "".join("/" + str(step).replace("~", "~0").replace("/", "~1") for step in path)
     assert "values don't meet the specifications of the schema" in str(caught.value)
     assert f"at '{where}'" in str(caught.value)
+
+
+# Issue 20: values that would turn the API key off, put it on a command line, mount a system
+# path of the node, or break out of a NOTES shell line. Each is refused by the schema and, with
+# the schema skipped, by the templates with the chart's own message.
+
+RESERVED_ENV = [
+    "KTHYBRID_API_KEY_FILE",
+    "KTHYBRID_MODEL",
+    "KTHYBRID_HOST",
+    "KTHYBRID_PORT",
+    "KTHYBRID_HUGEPAGES",
+    "KTHYBRID_EXTRA_ARGS",
+    "KTHYBRID_NNODES",
+    "KTHYBRID_NODE_RANK",
+    "KTHYBRID_DIST_INIT_ADDR",
+    "HF_HUB_OFFLINE",
+]
+BOTH = pytest.mark.parametrize("extra", [(), ("--skip-schema-validation",)], ids=["schema", "bare"])
+
+
+def _refusal(render: Any, tmp_path: Path, values: dict[str, Any], extra: tuple[str, ...]) -> str:
+    hostile = tmp_path / "hostile-values.yaml"
+    hostile.write_text(_as_values_file(values))
+    with pytest.raises(RenderError) as caught:
+        render(hostile, extra=extra)
+    return str(caught.value)
+
+
+@BOTH
+@pytest.mark.parametrize("name", RESERVED_ENV)
+def test_extra_env_may_not_redefine_a_variable_the_chart_sets(
+    render: Any, tmp_path: Path, name: str, extra: tuple[str, ...]
+) -> None:
+    values = {"server": {"extraEnv": [{"name": "OK", "value": "1"}, {"name": name, "value": ""}]}}
+    message = _refusal(render, tmp_path, values, extra)
+    assert f'server.extraEnv[1].name="{name}" is a variable the chart sets itself' in message
+
+
+@BOTH
+def test_extra_env_may_not_redefine_a_launcher_option_the_chart_sets(
+    render: Any, tmp_path: Path, extra: tuple[str, ...]
+) -> None:
+    # server.tpSize set: the chart writes KTHYBRID_TP_SIZE, so extraEnv may not override it.
+    values = {
+        "server": {"tpSize": 1, "extraEnv": [{"name": "KTHYBRID_TP_SIZE", "value": "64"}]},
+    }
+    message = _refusal(render, tmp_path, values, extra)
+    assert 'server.extraEnv[0].name="KTHYBRID_TP_SIZE" is a variable the chart sets' in message
+
+
+def test_the_api_key_file_variable_stays_the_charts(render: Any) -> None:
+    """With apiKey.enabled the server's environment holds exactly one KTHYBRID_API_KEY_FILE."""
+    rendered = render(CHART_DIR / "values.yaml")
+    for doc in rendered.of_kind("Deployment"):
+        env = doc["spec"]["template"]["spec"]["containers"][0]["env"]
+        names = [e["name"] for e in env]
+        assert names.count("KTHYBRID_API_KEY_FILE") == 1
+        assert len(names) == len(set(names))
+
+
+@BOTH
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--api-key", "secret"],
+        ["--api-key=secret"],
+        ["--log-level", "info", "--api-k", "secret"],
+        ["--api=secret"],
+        ["--admin-api-key", "secret"],
+        ["--admin-api=secret"],
+    ],
+)
+def test_extra_args_may_not_carry_an_api_key(
+    render: Any, tmp_path: Path, args: list[str], extra: tuple[str, ...]
+) -> None:
+    message = _refusal(render, tmp_path, {"server": {"extraArgs": args}}, extra)
+    assert "passes an API key on the command line" in message
+    assert "apiKey.existingSecret" in message
+
+
+@BOTH
+@pytest.mark.parametrize("volume", ["models", "cache"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "//",
+        "/proc",
+        "/proc/1/root",
+        "/sys/fs/cgroup",
+        "/dev",
+        "/etc/kubernetes",
+        "/var/lib/kubelet",
+        "/var/lib/kubelet/pods",
+        "/run/containerd",
+        "/var/run/docker.sock",
+        "/data/../etc",
+        "/var/lib/kthybrid/..",
+    ],
+)
+def test_a_host_path_on_a_system_path_is_refused(
+    render: Any, tmp_path: Path, volume: str, path: str, extra: tuple[str, ...]
+) -> None:
+    values = {volume: {"source": "hostPath", "hostPath": {"path": path}}}
+    message = _refusal(render, tmp_path, values, extra)
+    if extra:
+        assert f"{volume}.hostPath.path={json.dumps(path)}" in message
+        assert "mount a directory of its own" in message
+    else:
+        assert f"at '/{volume}/hostPath/path'" in message
+
+
+@BOTH
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/run",
+        "/run/secrets",
+        "/home",
+        "/proc/huge",
+        "/sys/x",
+        "/etc/huge",
+        "/usr/huge",
+        "/opt",
+        "/dev",
+        "/tmp/huge",
+        "/models/huge",
+        "/var/lib/kubelet/huge",
+        "/mnt/../run",
+    ],
+)
+def test_a_hugepages_mount_path_on_a_mount_or_a_system_path_is_refused(
+    render: Any, tmp_path: Path, path: str, extra: tuple[str, ...]
+) -> None:
+    values = {
+        "hugepages": {"enabled": True, "size": "2Mi", "mountPath": path},
+        "hostMemory": {"hugepagesGi": 8},
+    }
+    message = _refusal(render, tmp_path, values, extra)
+    assert f"hugepages.mountPath={json.dumps(path)}" in message
+    assert "use a path of its own" in message
+
+
+@BOTH
+@pytest.mark.parametrize("key", ["apiKey", "hfToken"])
+@pytest.mark.parametrize("value", [".", "..", "a/b", "x\nhostNetwork: true", "a" * 254])
+def test_a_secret_key_outside_kubernetes_rule_is_refused(
+    render: Any, tmp_path: Path, key: str, value: str, extra: tuple[str, ...]
+) -> None:
+    values: dict[str, Any] = {key: {"secretKey": value}}
+    if key == "hfToken":
+        values[key]["secretName"] = "hf"
+    message = _refusal(render, tmp_path, values, extra)
+    if extra:
+        assert f"{key}.secretKey={json.dumps(value)} is not a Secret key" in message
+    else:
+        assert f"at '/{key}/secretKey'" in message
+
+
+@pytest.mark.parametrize(
+    "payload", PAYLOADS[:-2], ids=[f"payload{i}" for i in range(len(PAYLOADS) - 2)]
+)
+def test_notes_paste_a_hostile_model_name_as_one_shell_word(
+    helm: Path, tmp_path: Path, payload: str
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        _as_values_file({"server": {"model": "/models/" + payload.replace("/", "_")}})
+    )
+    result = subprocess.run(
+        [
+            str(helm),
+            "install",
+            "k",
+            str(CHART_DIR),
+            "--namespace",
+            "serving",
+            "--dry-run=client",
+            "--skip-schema-validation",
+            "--values",
+            str(values),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    lexer = shlex.shlex(notes.split(" -d ", 1)[1], posix=True)
+    lexer.whitespace_split = True
+    body = json.loads(lexer.get_token() or "")
+    assert body["model"] == payload.replace("/", "_")
+    for line in notes.splitlines():
+        if line.strip().startswith(("kubectl", "helm test")):
+            words = shlex.split(line)
+            assert words[words.index("--namespace") + 1] == "serving", line

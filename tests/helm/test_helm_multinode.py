@@ -59,10 +59,79 @@ def test_only_the_leader_exposes_the_dist_init_port(lws: dict[str, Any]) -> None
     assert leader_ports == {"http", "dist-init"} and worker_ports == {"http"}
 
 
-def test_network_policy_lets_the_group_talk(scenario_renders: dict[str, Rendered]) -> None:
-    policy = scenario_renders["leaderworkerset"].one("NetworkPolicy")
-    peers = [p for rule in policy["spec"]["ingress"] for p in rule.get("from", [])]
-    assert any("podSelector" in p for p in peers)
+def _group_policies(rendered: Rendered) -> list[dict[str, Any]]:
+    return [p for p in rendered.of_kind("NetworkPolicy") if "-group-" in p["metadata"]["name"]]
+
+
+def test_each_group_gets_a_policy_for_its_own_pods_only(
+    lws: dict[str, Any], scenario_renders: dict[str, Rendered]
+) -> None:
+    policies = _group_policies(scenario_renders["leaderworkerset"])
+    assert len(policies) == lws["spec"]["replicas"] == 1
+    spec = policies[0]["spec"]
+    group = {
+        "leaderworkerset.sigs.k8s.io/name": lws["metadata"]["name"],
+        "leaderworkerset.sigs.k8s.io/group-index": "0",
+    }
+    assert group.items() <= spec["podSelector"]["matchLabels"].items()
+    [rule] = spec["ingress"]
+    [peer] = rule["from"]
+    assert peer == {"podSelector": {"matchLabels": spec["podSelector"]["matchLabels"]}}
+
+
+def test_the_group_policy_admits_only_the_distributed_ports(
+    scenario_renders: dict[str, Rendered],
+) -> None:
+    [policy] = _group_policies(scenario_renders["leaderworkerset"])
+    [rule] = policy["spec"]["ingress"]
+    ranges = [(p["protocol"], p["port"], p["endPort"]) for p in rule["ports"]]
+    assert ranges == [("TCP", 20000, 20005), ("TCP", 40000, 44095)]
+
+
+def test_the_main_policy_admits_only_the_server_port(
+    scenario_renders: dict[str, Rendered],
+) -> None:
+    [main] = [
+        p
+        for p in scenario_renders["leaderworkerset"].of_kind("NetworkPolicy")
+        if "-group-" not in p["metadata"]["name"]
+    ]
+    for rule in main["spec"]["ingress"]:
+        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize("role", ["leaderTemplate", "workerTemplate"])
+def test_nccl_listens_in_the_admitted_range(lws: dict[str, Any], role: str) -> None:
+    spec = lws["spec"]["leaderWorkerTemplate"][role]["spec"]
+    assert spec["securityContext"]["sysctls"] == [
+        {"name": "net.ipv4.ip_local_port_range", "value": "40000 44095"}
+    ]
+
+
+def test_one_group_policy_per_group(render: Any) -> None:
+    rendered = render(
+        set_values=(*MULTI_NODE, "multiNode.replicas=3"),
+    )
+    names = [p["metadata"]["name"] for p in _group_policies(rendered)]
+    assert names == [f"kthybrid-group-{i}" for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [(19990, 20001), (20005, 20010), (29000, 31000), (50000, 40000), (80, 2000)]
+)
+def test_an_ephemeral_range_over_a_fixed_port_or_reversed_is_refused(
+    render: Any, start: int, end: int
+) -> None:
+    with pytest.raises(RenderError) as caught:
+        render(
+            set_values=(
+                *MULTI_NODE,
+                f"multiNode.ephemeralPorts.start={start}",
+                f"multiNode.ephemeralPorts.end={end}",
+            ),
+            extra=("--skip-schema-validation",),
+        )
+    assert f"multiNode.ephemeralPorts={start}-{end}" in str(caught.value)
 
 
 MULTI_NODE = ("multiNode.enabled=true", "models.source=hostPath", "cache.source=emptyDir")

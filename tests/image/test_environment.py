@@ -46,7 +46,6 @@ def test_every_jit_cache_lives_under_the_cache_volume(
         "TILELANG_CACHE_DIR",
         "TVM_FFI_CACHE_DIR",
         "CUDA_CACHE_PATH",
-        "SGL_KERNEL_KT_CACHE_DIR",
     ):
         assert image_env[name].startswith("/cache"), name
     assert "/cache" in (image.attrs["Config"].get("Volumes") or {})

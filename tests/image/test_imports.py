@@ -61,7 +61,7 @@ def test_sgl_kernel_binaries_for_the_target_assemble_with_correct_hashes(
     result = run_script(
         "sgl_kernel_assemble.py",
         target.sgl_kernel_ops,
-        env={"SGL_KERNEL_KT_CACHE_DIR": "/tmp/sgl-kernel-kt"},
+        env={"XDG_CACHE_HOME": "/tmp"},
         timeout=600,
     )
     assert result.exit_code == 0, result.stdout + result.stderr[-2000:]
@@ -75,7 +75,7 @@ def test_sgl_kernel_import_stops_only_at_the_driver_library(run_in_image: Any) -
     # which the NVIDIA container runtime injects on a GPU host.
     result = run_in_image(
         ["python", "-c", "import sgl_kernel"],
-        env={"SGL_KERNEL_KT_CACHE_DIR": "/tmp/k"},
+        env={"XDG_CACHE_HOME": "/tmp"},
         timeout=600,
     )
     assert result.exit_code != 0

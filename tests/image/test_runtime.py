@@ -45,7 +45,7 @@ def test_kthybrid_serve_is_the_entrypoint(image: docker.models.images.Image) -> 
 WRITE_PROBES = (
     'set -e; touch "$HOME/probe" /tmp/probe; '
     'for d in "$TRITON_CACHE_DIR" "$TORCH_EXTENSIONS_DIR" "$TILELANG_CACHE_DIR" '
-    '"$SGL_KERNEL_KT_CACHE_DIR" "$HF_HOME"; do mkdir -p "$d" && touch "$d/probe"; done; '
+    '"$XDG_CACHE_HOME/sgl-kernel-kt" "$HF_HOME"; do mkdir -p "$d" && touch "$d/probe"; done; '
     "if touch /opt/venv/probe 2>/dev/null || touch /probe 2>/dev/null; then "
     "echo 'root file system is writable'; exit 3; fi; id -u"
 )

@@ -303,3 +303,411 @@ def test_any_header_or_config_is_handled(
 def test_the_generators_produce_a_plannable_host(base: tuple[Path, Path]) -> None:
     """The property tests start from a host and model that do plan (exit 0)."""
     assert plan(*base)[0] == 0
+
+
+# -- issue 20: the API key, usage errors, GPUs no target serves ----------------------
+
+
+def test_an_empty_api_key_file_variable_is_refused_not_taken_as_no_key(
+    copies: tuple[Path, Path],
+) -> None:
+    host, model = copies
+    for empty in ("", "  "):
+        code, err = plan(host, model, env={"KTHYBRID_API_KEY_FILE": empty})
+        assert code == 2, err
+        assert "KTHYBRID_API_KEY_FILE is set but empty" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        '["--api-key", "secret"]',
+        '["--api-key=secret"]',
+        '["--log-level", "info", "--api-k", "secret"]',
+        '["--api", "secret"]',
+        '["--admin-api-key", "secret"]',
+        '["--admin-api=secret"]',
+    ],
+)
+def test_extra_args_may_not_carry_an_api_key(copies: tuple[Path, Path], args: str) -> None:
+    host, model = copies
+    code, err = plan(host, model, env={"KTHYBRID_EXTRA_ARGS": args})
+    assert code == 2, err
+    assert "would put the API key on the command line" in err
+    assert "KTHYBRID_API_KEY_FILE" in err
+
+
+def test_the_extra_args_flag_may_not_carry_an_api_key_either(copies: tuple[Path, Path]) -> None:
+    host, model = copies
+    code, err = plan(host, model, "--extra-args", '["--api-key", "secret"]')
+    assert code == 2 and "--api-key would put the API key" in err
+
+
+def test_options_that_only_start_like_the_key_pass(copies: tuple[Path, Path]) -> None:
+    host, model = copies
+    code, err = plan(host, model, env={"KTHYBRID_EXTRA_ARGS": '["--log-level", "info"]'})
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("args", [["plan", "--bogus"], ["plann"], ["doctor", "--json", "x"]])
+def test_usage_errors_name_the_program_once(args: list[str]) -> None:
+    code, _, err, seconds = run(*args)
+    well_behaved(code, err, seconds)
+    assert code == 2
+    assert "kthybrid-serve kthybrid-serve" not in err
+    assert "(see kthybrid-serve" in err and "--help)" in err
+
+
+@pytest.mark.parametrize("cc", ["99.9", "7.5", "12.9"])
+def test_a_compute_capability_no_target_serves_is_refused(
+    copies: tuple[Path, Path], cc: str
+) -> None:
+    host, model = copies
+    code, _, err, seconds = run("plan", "--host-root", str(host), "--model", str(model),
+                                "--gpu", f"Some GPU,32GiB,{cc}")  # fmt: skip
+    well_behaved(code, err, seconds)
+    assert code == 11, err
+    assert f"compute capability {cc}, which no kthybrid target serves" in err
+
+
+# -- issue 20: JSON the launcher reads is bounded; convert reads config.json like plan -------
+
+DEEP = 100  # past untrusted.MAX_JSON_DEPTH (64), far below Python's recursion limit
+HUGE = "9" * 4301  # past Python's int(str) limit of 4300 digits
+
+
+def plan_json_error(
+    host: Path, model: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, object]]:
+    """`plan --json`: the exit code and the error object it printed on stdout."""
+    code, out, err, seconds = run("plan", "--host-root", str(host), "--model", str(model),
+                                  "--gpu", RTX5090, "--json", *extra, env=env)  # fmt: skip
+    well_behaved(code, err, seconds)
+    error: dict[str, object] = json.loads(out)["error"]
+    assert error["code"] == code
+    return code, error
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        b'{"num_hidden_layers": ' + HUGE.encode() + b"}",
+        b'{"num_hidden_layers": 4, "x": ' + b"[" * DEEP + b"]" * DEEP + b"}",
+        b'{"num_hidden_layers": 4, "x": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}",
+        b'{"num_hidden_layers": NaN}',
+        b'{"num_hidden_layers": Infinity}',
+    ],
+    ids=["huge-int", "deep-lists", "deep-objects", "nan", "infinity"],
+)
+def test_config_json_past_the_bounds_is_a_refusal_in_json_too(
+    copies: tuple[Path, Path], config: bytes
+) -> None:
+    host, model = copies
+    (model / "config.json").write_bytes(config)
+    code, error = plan_json_error(host, model)
+    assert code == 17 and "config.json" in str(error["message"])
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        '{"weight_map": {"x": "model-00001-of-00002.safetensors"}, "n": ' + HUGE + "}",
+        '{"weight_map": ' + "[" * DEEP + "]" * DEEP + "}",
+    ],
+    ids=["huge-int", "deep"],
+)
+def test_a_safetensors_index_past_the_bounds_is_refused(
+    copies: tuple[Path, Path], index: str
+) -> None:
+    host, model = copies
+    (model / "model.safetensors.index.json").write_text(index)
+    code, error = plan_json_error(host, model)
+    assert code == 17 and "model.safetensors.index.json" in str(error["message"])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"x": {"dtype": "BF16", "shape": [2], "data_offsets": [0, ' + HUGE.encode() + b"]}}",
+        b'{"x": ' + b"[" * DEEP + b"]" * DEEP + b"}",
+    ],
+    ids=["huge-int", "deep"],
+)
+def test_a_shard_header_past_the_bounds_is_refused(copies: tuple[Path, Path], raw: bytes) -> None:
+    host, model = copies
+    (model / "model-00001-of-00002.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
+    code, error = plan_json_error(host, model)
+    assert code == 17 and "safetensors header" in str(error["message"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["[" * DEEP + "]" * DEEP, '["--x", ' + HUGE + "]", '["--x", NaN]', "[" * 200_000],
+    ids=["deep", "huge-int", "nan", "very-deep"],
+)
+def test_extra_args_past_the_bounds_are_usage_errors_in_json_too(
+    copies: tuple[Path, Path], value: str
+) -> None:
+    host, model = copies
+    code, error = plan_json_error(host, model, env={"KTHYBRID_EXTRA_ARGS": value})
+    assert code == 2 and "KTHYBRID_EXTRA_ARGS" in str(error["message"])
+
+
+def _convert(host: Path, model: Path) -> tuple[int, str]:
+    code, _, err, seconds = run("convert", "--host-root", str(host), "--model", str(model))
+    well_behaved(code, err, seconds)
+    return code, err
+
+
+def test_convert_refuses_a_fifo_config_at_once(copies: tuple[Path, Path]) -> None:
+    host, model = copies
+    (model / "config.json").unlink()
+    os.mkfifo(model / "config.json")
+    code, err = _convert(host, model)
+    assert code == 17 and "regular file" in err
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null", "/dev/urandom"])
+def test_convert_refuses_a_device_config_at_once(copies: tuple[Path, Path], device: str) -> None:
+    host, model = copies
+    (model / "config.json").unlink()
+    (model / "config.json").symlink_to(device)
+    code, err = _convert(host, model)
+    assert code == 17 and "regular file" in err
+
+
+def test_convert_refuses_a_config_with_a_huge_integer(copies: tuple[Path, Path]) -> None:
+    host, model = copies
+    (model / "config.json").write_text('{"hidden_size": ' + HUGE + "}")
+    code, err = _convert(host, model)
+    assert code == 17 and "config.json" in err
+
+
+# -- issue 20: safetensors consistency ----------------------------------------------------
+
+LAYOUT_CASES: dict[str, tuple[dict[str, object], str]] = {
+    "offsets shorter than shape x dtype": (
+        {"x": {"dtype": "BF16", "shape": [4, 4], "data_offsets": [0, 16]}},
+        "needs 32",
+    ),
+    "offsets longer than shape x dtype": (
+        {"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 16]}},
+        "needs 8",
+    ),
+    "half a byte": ({"x": {"dtype": "F4", "shape": [3], "data_offsets": [0, 1]}}, "needs 1.5"),
+    "unknown dtype": (
+        {"x": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 2]}},
+        "is not a safetensors dtype",
+    ),
+    "overlap": (
+        {
+            "a": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]},
+            "b": {"dtype": "U8", "shape": [8], "data_offsets": [4, 12]},
+        },
+        "overlap",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYOUT_CASES))
+def test_inconsistent_safetensors_layouts_are_refused(copies: tuple[Path, Path], case: str) -> None:
+    host, model = copies
+    header, expected = LAYOUT_CASES[case]
+    raw = json.dumps(header).encode()
+    (model / "model-00001-of-00002.safetensors").write_bytes(
+        struct.pack("<Q", len(raw)) + raw + bytes(64)
+    )
+    code, err = plan(host, model)
+    assert code == 17 and "safetensors header" in err and expected in err, err
+
+
+def test_a_tensor_past_the_end_of_its_file_is_refused(copies: tuple[Path, Path]) -> None:
+    host, model = copies
+    raw = json.dumps({"x": {"dtype": "U8", "shape": [4096], "data_offsets": [0, 4096]}}).encode()
+    (model / "model-00001-of-00002.safetensors").write_bytes(
+        struct.pack("<Q", len(raw)) + raw + bytes(100)
+    )
+    code, err = plan(host, model)
+    assert code == 17 and "model-00001-of-00002.safetensors" in err, err
+
+
+def test_a_header_of_a_million_entries_is_refused_fast(copies: tuple[Path, Path]) -> None:
+    host, model = copies
+    entry = '"t%d": {"dtype": "U8", "shape": [1], "data_offsets": [%d, %d]}'
+    raw = ("{" + ",".join(entry % (i, i, i + 1) for i in range(1_000_000)) + "}").encode()
+    (model / "model-00001-of-00002.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
+    code, err = plan(host, model)  # well_behaved: under 5 s
+    assert code == 17 and "more than 131072 tensors in one shard" in err, err
+
+
+# -- issue 20: tune records are input too ---------------------------------------------------
+
+
+# All routed experts on the CPU, so the plan plans threads and reads the record.
+CPU_EXPERTS = {"KTHYBRID_KT_NUM_GPU_EXPERTS": "0"}
+
+
+@pytest.fixture
+def record(
+    copies: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Path, Path, Path]]:
+    """(host, model, record path): a valid record for this host, model shape and method."""
+    from kthybrid_serve.cpubench.tuning import store
+    from kthybrid_serve.host.host import read_host
+    from kthybrid_serve.model.experts import expert_shape
+    from kthybrid_serve.model.model import read_model
+    from kthybrid_serve.plan.records import tune_dir, tune_key
+
+    host, model = copies
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code, out, err, _ = run("plan", "--host-root", str(host), "--model", str(model),
+                            "--gpu", RTX5090, "--json", env=CPU_EXPERTS)  # fmt: skip
+    assert code == 0, err
+    method = {i["name"]: i["value"] for i in json.loads(out)["items"]}["--kt-method"]
+    key = tune_key(read_host(str(host), [RTX5090]), expert_shape(read_model(str(model))), method)
+    chosen = {"threads": 5, "pools": 1, "threads_per_pool": [5], "numa_nodes": [0],
+              "labels": ["sweep"], "gbps": 40.0}  # fmt: skip
+    result = {"runs": [chosen], "plan_threads": 5, "plan_gbps": 40.0, "bandwidth_gbps": 90.0}
+    path = store(tune_dir({"XDG_CACHE_HOME": str(tmp_path / "cache")}), key, result, chosen)
+    assert plan(host, model, env=CPU_EXPERTS)[0] == 0
+    yield host, model, path
+
+
+def _damage(path: Path, **fields: object) -> None:
+    data = json.loads(path.read_text())
+    data.update(fields)
+    path.write_text(json.dumps(data))
+
+
+def test_a_record_larger_than_1_mib_is_refused_unread(record: tuple[Path, Path, Path]) -> None:
+    host, model, path = record
+    with path.open("a") as handle:
+        handle.truncate(1024**2 + 1)
+    code, err = plan(host, model, env=CPU_EXPERTS)
+    assert code == 28 and "more than a record's 1048576" in err, err
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"threads": 4096, "threads_per_pool": [4096]}, "usable physical cores here"),
+        ({"threads": 10**40, "threads_per_pool": [10**40]}, "a whole number"),
+        ({"gbps": -3.0}, "finite number above 0"),
+        ({"gbps": 0}, "finite number above 0"),
+        ({"bandwidth_gbps": 1e300}, "finite number above 0"),
+        ({"gbps": "fast"}, "damaged"),
+        ({"numa_nodes": [7], "threads_per_pool": [5]}, "NUMA node 7"),
+    ],
+    ids=["beyond-cores", "huge", "negative", "zero", "absurd", "string", "absent-node"],
+)
+def test_impossible_record_figures_are_refused(
+    record: tuple[Path, Path, Path], fields: dict[str, object], expected: str
+) -> None:
+    host, model, path = record
+    _damage(path, **fields)
+    code, err = plan(host, model, env=CPU_EXPERTS)
+    assert code == 28 and expected in err and str(path) in err, err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"format": 1, "x": ' + "[" * DEEP + "]" * DEEP + "}",
+        '{"format": 1, "threads": ' + HUGE + "}",
+        '{"format": 1, "gbps": NaN}',
+        '{"format": 1, "gbps": 1e999}',
+    ],
+    ids=["deep", "huge-int", "nan", "overflow"],
+)
+def test_records_past_the_json_bounds_are_refused(
+    record: tuple[Path, Path, Path], text: str
+) -> None:
+    host, model, path = record
+    path.write_text(text)
+    code, err = plan(host, model, env=CPU_EXPERTS)
+    assert code == 28 and "tune record" in err, err
+
+
+def test_a_fifo_record_is_refused_not_waited_on(record: tuple[Path, Path, Path]) -> None:
+    host, model, path = record
+    path.unlink()
+    os.mkfifo(path)
+    code, err = plan(host, model, env=CPU_EXPERTS)
+    assert code == 28 and "regular file" in err, err
+
+
+def test_control_characters_in_a_record_are_escaped_in_the_plan(
+    record: tuple[Path, Path, Path],
+) -> None:
+    host, model, path = record
+    _damage(path, measured_at="2026-12-04\x1b[2J\x07\u202e")
+    code, out, err, _ = run("plan", "--host-root", str(host), "--model", str(model),
+                            "--gpu", RTX5090, env=CPU_EXPERTS)  # fmt: skip
+    assert code == 0, err
+    assert "measured by `kthybrid-serve tune`" in out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "2026-12-04\\x1b[2J\\x07\\u202e" in out
+
+
+# -- issue 20: output hygiene and silent acceptances ---------------------------------------
+
+HOSTILE_TEXT = "Evil\x1b[2J\x1b]0;pwned\x07\r\nkthybrid-serve: error: fake\u202etxt.exe\x9b"
+RAW_CONTROLS = ("\x1b", "\x07", "\r", "\u202e", "\x9b")
+
+
+def _assert_escaped(out: str) -> None:
+    for raw in RAW_CONTROLS:
+        assert raw not in out, repr(raw)
+    assert "Evil\\x1b[2J" in out
+    assert "kthybrid-serve: error: fake" not in out.splitlines()[0]
+    assert not any(line.startswith("kthybrid-serve: error: fake") for line in out.splitlines())
+
+
+def test_a_hostile_cpu_model_name_is_escaped_in_plan_and_doctor(
+    copies: tuple[Path, Path],
+) -> None:
+    host, model = copies
+    cpuinfo = host / "proc/cpuinfo"
+    lines = [
+        f"model name\t: {HOSTILE_TEXT}" if line.startswith("model name") else line
+        for line in cpuinfo.read_text().splitlines()
+    ]
+    cpuinfo.write_text("\n".join(lines) + "\n")
+    for command in ("plan", "doctor"):
+        code, out, err, seconds = run(command, "--host-root", str(host), "--model", str(model),
+                                      "--gpu", RTX5090)  # fmt: skip
+        well_behaved(code, err, seconds)
+        assert out, err
+        _assert_escaped(out)
+
+
+def test_a_hostile_model_architecture_is_escaped_in_the_plan(copies: tuple[Path, Path]) -> None:
+    host, model = copies
+    config = json.loads((model / "config.json").read_text())
+    config["architectures"] = [HOSTILE_TEXT]
+    config["model_type"] = HOSTILE_TEXT
+    (model / "config.json").write_text(json.dumps(config))
+    code, out, err, seconds = run("plan", "--host-root", str(host), "--model", str(model),
+                                  "--gpu", RTX5090)  # fmt: skip
+    well_behaved(code, err, seconds)
+    for raw in RAW_CONTROLS:
+        assert raw not in out + err, repr(raw)
+
+
+@pytest.mark.parametrize("garbage", ["garbage", "MemFree: 12 kB\n", "\x00\x01", "MemTotal: lots"])
+def test_garbage_proc_meminfo_is_refused_even_with_node_meminfo(
+    copies: tuple[Path, Path], garbage: str
+) -> None:
+    host, model = copies
+    assert (host / "sys/devices/system/node/node0/meminfo").is_file()
+    (host / "proc/meminfo").write_text(garbage)
+    code, err = plan(host, model)
+    assert code == 22, err
+    assert "/proc/meminfo holds no MemTotal line" in err
+
+
+def test_garbage_node_meminfo_is_refused_naming_the_file(copies: tuple[Path, Path]) -> None:
+    host, model = copies
+    (host / "sys/devices/system/node/node0/meminfo").write_text("nothing useful\n")
+    code, err = plan(host, model)
+    assert code == 22 and "node0/meminfo holds no MemTotal line" in err, err

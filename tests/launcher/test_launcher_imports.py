@@ -17,6 +17,7 @@ PACKAGE = REPO / "docker" / "launcher" / "kthybrid_serve"
 RANK = {
     "errors": 0,
     "units": 0,
+    "untrusted": 0,
     "external": 0,
     "__init__": 0,
     "host": 1,

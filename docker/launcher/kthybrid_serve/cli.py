@@ -39,7 +39,8 @@ class Parser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of printing usage and exiting."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see kthybrid-serve {self.prog.split()[-1]} --help)")
+        # prog is "kthybrid-serve" or "kthybrid-serve COMMAND": the command's own help.
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:

@@ -7,10 +7,12 @@ parsers: the chart's schema and the docs are rendered from their bounds.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from dataclasses import dataclass
 from typing import Final
+
+from kthybrid_serve.errors import LauncherError, UsageError
+from kthybrid_serve.untrusted import parse_json
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TEXT = 4096
@@ -181,16 +183,25 @@ def gpu_specs(value: str) -> tuple[str, ...]:
     return specs
 
 
+# sglang's parser takes any unambiguous abbreviation of an option (argparse's allow_abbrev).
+SECRET_OPTIONS: Final = ("--api-key", "--admin-api-key")
+
+
 def json_args(value: str) -> tuple[str, ...]:
     """A JSON array of strings: arguments travel as a list and are never re-split."""
+    example = 'expected a JSON array of strings, e.g. ["--log-level", "debug"]'
     try:
-        loaded = json.loads(value)
-    except json.JSONDecodeError:
-        raise ValueError(
-            'expected a JSON array of strings, e.g. ["--log-level", "debug"]'
-        ) from None
+        loaded = parse_json(value, "the value", UsageError, example)
+    except LauncherError as error:
+        raise ValueError(error.message) from None
     if not isinstance(loaded, list) or not all(isinstance(a, str) for a in loaded):
-        raise ValueError('expected a JSON array of strings, e.g. ["--log-level", "debug"]')
+        raise ValueError(example)
     for argument in loaded:
         text(argument)
+        option = argument.split("=", 1)[0]
+        if len(option) >= 4 and any(s.startswith(option) for s in SECRET_OPTIONS):
+            raise ValueError(
+                f"{option} would put the API key on the command line (ps, /proc, the pod "
+                "spec): give the key as a file with KTHYBRID_API_KEY_FILE instead"
+            )
     return tuple(loaded)

@@ -10,6 +10,7 @@ from kthybrid_serve.model.model import ModelFacts
 from kthybrid_serve.plan.memory import helm_values
 from kthybrid_serve.plan.plan import Plan
 from kthybrid_serve.units import gib
+from kthybrid_serve.untrusted import printable
 from kthybrid_serve.validate import Check, memory_picture
 
 
@@ -76,7 +77,13 @@ def render_plan(plan: Plan, host: HostFacts, model: ModelFacts) -> str:
     out += [f"  {k}={v}" for k, v in sorted(plan.env.items())]
     out += [f"  unset {k}" for k in plan.env_unset]
     out += ["", "command:", "  " + shlex.join(plan.argv)]
-    return "\n".join(out)
+    return _lines(out)
+
+
+def _lines(lines: list[str]) -> str:
+    """One output line per entry: a control character from a host tree, a model, a record or
+    the environment is shown escaped, never sent to the terminal or allowed to split a line."""
+    return "\n".join(printable(line, None) for line in lines)
 
 
 def _plan_fields(plan: Plan) -> dict[str, Any]:
@@ -154,7 +161,7 @@ def plan_json(plan: Plan, host: HostFacts, model: ModelFacts) -> dict[str, Any]:
 
 def render_checks(checks: list[Check]) -> str:
     marks = {"ok": " ok ", "warn": "warn", "fail": "FAIL", "skip": "skip"}
-    return "\n".join(f"[{marks[c.status]}] {c.name}: {c.message}" for c in checks)
+    return _lines([f"[{marks[c.status]}] {c.name}: {c.message}" for c in checks])
 
 
 def checks_json(checks: list[Check]) -> list[dict[str, Any]]:

@@ -276,6 +276,12 @@ def resolve_settings(
             except ValueError as error:
                 raise UsageError(f"{opt.env}={_shown(raw)}: {error}") from None
             sources[opt.dest] = f"env {opt.env}"
+    if "KTHYBRID_API_KEY_FILE" in environ and not environ["KTHYBRID_API_KEY_FILE"].strip():
+        # Set but empty is a mistake (or a later duplicate in a manifest), never "no key".
+        raise UsageError(
+            "KTHYBRID_API_KEY_FILE is set but empty: point it at the key file, or unset it to "
+            "serve without a key"
+        )
     for stale in ("KTHYBRID_TARGETS_FILE",):
         if environ.get(stale):
             raise UsageError(f"{stale} is no longer read (the launcher carries its own); unset it")

@@ -19,6 +19,7 @@ from kthybrid_serve.errors import (
     NoGpuError,
     ShmTooSmallError,
 )
+from kthybrid_serve.host.gpus import Gpu
 from kthybrid_serve.host.host import HostFacts
 from kthybrid_serve.plan.hugepages import (
     HUGETLB_PAGE,
@@ -32,6 +33,7 @@ from kthybrid_serve.plan.plan import Plan
 from kthybrid_serve.plan.targets import TargetData, driver_at_least
 from kthybrid_serve.settings import Settings
 from kthybrid_serve.units import GIB, gib
+from kthybrid_serve.untrusted import printable
 
 MIN_SHM_BYTES = 1 * GIB  # torch/NCCL shared memory; Docker's 64 MiB default breaks them
 # Where the memory limit is set, per deployment: named in the advice of a refusal.
@@ -74,6 +76,10 @@ def check_gpu_present(host: HostFacts) -> Check:
 def check_arch(host: HostFacts, data: TargetData, environ: Mapping[str, str]) -> Check:
     image_target = environ.get("KTHYBRID_TARGET")
     if not image_target:
+        # Outside an image (or with --gpu) any target may serve: one must.
+        for gpu in host.gpus:
+            if data.for_cc(gpu.cc_text) is None:
+                return fail("arch", ArchMismatchError(_no_target(gpu, data)))
         return Check("arch", "skip", "KTHYBRID_TARGET unset (a checkout, not an image): skipped")
     own = data.named(image_target)
     if own is None:
@@ -90,10 +96,7 @@ def check_arch(host: HostFacts, data: TargetData, environ: Mapping[str, str]) ->
             continue
         right = data.for_cc(gpu.cc_text)
         if right is None:
-            supported = ", ".join(
-                f"{t.name} ({'/'.join(t.compute_capabilities)})" for t in data.targets
-            )
-            hint = f"no kthybrid image supports it (supported: {supported})"
+            hint = f"no kthybrid image supports it (supported: {_supported(data)})"
         else:
             hint = f"use the image kthybrid:{right.name}"
         return fail(
@@ -105,6 +108,18 @@ def check_arch(host: HostFacts, data: TargetData, environ: Mapping[str, str]) ->
             ),
         )
     return ok("arch", f"every GPU matches kthybrid:{image_target}")
+
+
+def _supported(data: TargetData) -> str:
+    return ", ".join(f"{t.name} ({'/'.join(t.compute_capabilities)})" for t in data.targets)
+
+
+def _no_target(gpu: Gpu, data: TargetData) -> str:
+    return (
+        f"GPU {gpu.index} ({printable(gpu.name, 100)}) has compute capability {gpu.cc_text}, "
+        f"which no kthybrid target serves (supported: {_supported(data)}); plan for a GPU of "
+        "one of them"
+    )
 
 
 def check_driver(host: HostFacts, data: TargetData) -> Check:

@@ -173,3 +173,42 @@ checkov.io/skip1: CKV_K8S_43=no digest is known before the image is built or pus
 checkov.io/skip2: CKV_K8S_15=IfNotPresent with a tag that names one version; with image.digest the digest decides
 {{- end }}
 {{- end }}
+
+{{/* The LeaderWorkerSet's name (its controller makes a headless Service of that name) and pod label. */}}
+{{- define "kthybrid.lwsName" -}}
+{{- printf "%s-lws" (include "kthybrid.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/* A string as one POSIX shell word: single quotes, each ' written '\'' . NOTES pastes values through it. */}}
+{{- define "kthybrid.shellQuote" -}}
+{{- printf "'%s'" (replace "'" "'\\''" (toString .)) }}
+{{- end }}
+
+{{/*
+Host and container paths no value may name. Argument: dict "path" and "under" (paths that are
+refused with everything below them) and "exact" (paths refused themselves only). Prints the
+reason, or nothing when the path is acceptable. ".." is refused in any form.
+*/}}
+{{- define "kthybrid.pathProblem" -}}
+{{- $raw := toString .path }}
+{{- $clean := clean $raw }}
+{{- if has ".." (splitList "/" $raw) }}
+{{- printf "contains \"..\"" }}
+{{- else if or (eq $clean "/") (has $clean .exact) }}
+{{- printf "is the system path %s" $clean }}
+{{- else }}
+{{- range .under }}
+{{- if or (eq $clean .) (hasPrefix (printf "%s/" .) $clean) }}
+{{- printf "is under the system path %s" . }}
+{{- break }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The pods of one LeaderWorkerSet group: the release's selector and the LWS controller's labels. Arguments: root, group. */}}
+{{- define "kthybrid.groupLabels" -}}
+{{- include "kthybrid.selectorLabels" .root }}
+leaderworkerset.sigs.k8s.io/name: {{ include "kthybrid.lwsName" .root | quote }}
+leaderworkerset.sigs.k8s.io/group-index: {{ toString .group | quote }}
+{{- end }}

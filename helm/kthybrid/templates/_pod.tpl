@@ -77,7 +77,15 @@ unset and null mean "the launcher's default", and the variable is then left out.
 {{- end }}
 {{- /* launcher-options: end */}}
 
+{{/* The variables the chart sets (validate.yaml refuses them in server.extraEnv), then extraEnv. */}}
 {{- define "kthybrid.serverEnv" -}}
+{{- include "kthybrid.chartEnv" . }}
+{{- with .root.Values.server.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "kthybrid.chartEnv" -}}
 {{- $root := .root }}
 {{- $v := $root.Values -}}
 - name: KTHYBRID_MODEL
@@ -108,9 +116,6 @@ unset and null mean "the launcher's default", and the variable is then left out.
 {{- /* The server never reaches the Hub: the init container downloaded the model. */}}
 - name: HF_HUB_OFFLINE
   value: "1"
-{{- with $v.server.extraEnv }}
-{{ toYaml . }}
-{{- end }}
 {{- end }}
 
 {{/* Writable places on a read-only root filesystem: /tmp and HOME (emptyDirs), /cache. */}}
@@ -375,6 +380,12 @@ spec:
   {{- end }}
   securityContext:
     {{- include "kthybrid.podSecurityContext" $root | nindent 4 }}
+    {{- if $v.multiNode.enabled }}
+    {{- /* NCCL and gloo listen on ports the kernel picks from this range (a namespaced, safe sysctl): the NetworkPolicy admits only it and the dist-init ports within the group. */}}
+    sysctls:
+      - name: net.ipv4.ip_local_port_range
+        value: {{ printf "%d %d" (int64 $v.multiNode.ephemeralPorts.start) (int64 $v.multiNode.ephemeralPorts.end) | quote }}
+    {{- end }}
   {{- with include "kthybrid.scheduling" $root | trim }}
   {{- . | nindent 2 }}
   {{- end }}
@@ -434,8 +445,10 @@ spec:
         timeoutSeconds: {{ int64 $v.liveness.timeoutSeconds }}
         failureThreshold: {{ int64 $v.liveness.failureThreshold }}
       volumeMounts:
+        {{- /* Read-only, as in compose: the server reads the weights; download and convert write them. */}}
         - name: models
           mountPath: /models
+          readOnly: true
         {{- include "kthybrid.scratchMounts" $root | nindent 8 }}
         - name: shm
           mountPath: /dev/shm

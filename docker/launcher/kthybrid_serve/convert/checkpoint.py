@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kthybrid_serve.errors import ModelIncompleteError, WeightFormatError
-from kthybrid_serve.model.model import read_headers
+from kthybrid_serve.model.model import MAX_CONFIG_BYTES, read_headers
+from kthybrid_serve.model.shards import read_whole
+from kthybrid_serve.untrusted import parse_json
 
 GROUP = 32  # MXFP4: one UE8M0 scale per 32 E2M1 values
 PROJECTIONS = ("gate", "up", "down")
@@ -109,12 +111,11 @@ def _int(config: dict[str, object], *names: str) -> int:
 
 def read_dimensions(model_dir: Path) -> Dimensions:
     path = model_dir / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise ModelIncompleteError(f"model directory {model_dir} has no config.json") from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelIncompleteError(f"{path} is not valid JSON: {error}") from error
+    if not path.exists() and not path.is_symlink():
+        raise ModelIncompleteError(f"model directory {model_dir} has no config.json")
+    # As plan reads it: a FIFO, /dev/zero or another device is refused at once, not read.
+    raw = read_whole(path, MAX_CONFIG_BYTES, "config.json")
+    config = parse_json(raw, str(path), ModelIncompleteError, "download it again")
     if not isinstance(config, dict):
         raise ModelIncompleteError(f"{path} is not a JSON object")
     text = config.get("text_config")

@@ -13,6 +13,7 @@ from kthybrid_serve.host.cgroup import CgroupLimits, read_cgroup
 from kthybrid_serve.host.gpus import Gpu, parse_gpu_spec, read_nvml_gpus
 from kthybrid_serve.host.hostfs import HostTree, format_cpulist, parse_cpulist, parse_meminfo
 from kthybrid_serve.units import KIB, parse_size
+from kthybrid_serve.untrusted import printable
 
 __all__ = ["Cpu", "Gpu", "HostFacts", "NumaNode", "format_cpulist", "parse_cpulist", "read_host"]
 
@@ -149,12 +150,26 @@ def _hugepages(tree: HostTree, base: str) -> dict[int, tuple[int, int]]:
     return pages
 
 
+def _meminfo(tree: HostTree, absolute: str) -> dict[str, int] | None:
+    """A meminfo file in bytes, None when it does not exist; one without MemTotal is refused."""
+    text = tree.read(absolute)
+    if text is None:
+        return None
+    values = parse_meminfo(text)
+    if "MemTotal" not in values:
+        raise HostReadError(
+            f"{tree.path(absolute)} holds no MemTotal line ({printable(text.strip(), 60)!r} ...): "
+            "not a meminfo file; give a real host tree"
+        )
+    return values
+
+
 def _numa_nodes(tree: HostTree, online: list[int], notes: list[str]) -> list[NumaNode]:
     nodes: list[NumaNode] = []
     for entry, node in tree.entries("/sys/devices/system/node", r"node([0-9]+)"):
         base = f"/sys/devices/system/node/{entry}"
         cpus = tree.read_cpulist(f"{base}/cpulist") or []
-        meminfo = parse_meminfo(tree.read(f"{base}/meminfo") or "")
+        meminfo = _meminfo(tree, f"{base}/meminfo") or {}
         free = None
         if "MemFree" in meminfo:
             free = min(meminfo["MemFree"] + meminfo.get("FilePages", 0), meminfo.get("MemTotal", 0))
@@ -170,7 +185,7 @@ def _numa_nodes(tree: HostTree, online: list[int], notes: list[str]) -> list[Num
     if not nodes:
         # Kernels without NUMA support have no node directory: one node holds all.
         notes.append("no /sys/devices/system/node: treating the host as one NUMA node")
-        whole = parse_meminfo(tree.read("/proc/meminfo") or "")
+        whole = _meminfo(tree, "/proc/meminfo") or {}
         nodes.append(
             NumaNode(0, tuple(online), whole.get("MemTotal", 0),
                      _hugepages(tree, "/sys/kernel/mm/hugepages"))
@@ -285,7 +300,8 @@ def read_host(root: str = "/", gpu_specs: Iterable[str] = ()) -> HostFacts:
     online = _online_cpus(tree)
     nodes = _numa_nodes(tree, online, notes)
     cpus = _cpus(tree, online, nodes, notes)
-    meminfo = parse_meminfo(tree.read("/proc/meminfo") or "")
+    # Garbage in /proc/meminfo is an error even where the nodes' meminfo could stand in.
+    meminfo = _meminfo(tree, "/proc/meminfo") or {}
     mem_total = meminfo.get("MemTotal") or sum(n.memory_bytes for n in nodes)
     if not mem_total:
         raise HostReadError(f"cannot read the memory size below {root}: no /proc/meminfo")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from kthybrid_serve.errors import ModelIncompleteError
 from kthybrid_serve.host.hostfs import read_regular
 from kthybrid_serve.model.shards import ShardHeader, TensorInfo, read_safetensors_header, read_whole
+from kthybrid_serve.untrusted import parse_json
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -95,14 +95,7 @@ def _config_int(config: dict[str, object], *names: str, default: int = 0) -> int
 
 def _load_json(path: Path, limit: int, what: str) -> object:
     raw = read_whole(path, limit, what)
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ModelIncompleteError(f"{path} is not UTF-8 text; download it again") from None
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise ModelIncompleteError(f"{path} is not valid JSON ({error}); download it again") from (
-            None
-        )
+    return parse_json(raw, str(path), ModelIncompleteError, "download it again")
 
 
 def _shard_name(model_dir: Path, value: object, index: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,19 @@ from typing import Any
 
 from kthybrid_serve.errors import TuneError
 from kthybrid_serve.host.host import HostFacts
+from kthybrid_serve.host.hostfs import read_regular
 from kthybrid_serve.model.experts import ExpertShape, bytes_per_expert, decode_ceiling
 from kthybrid_serve.plan.items import PlanItem
 from kthybrid_serve.plan.threads import ThreadPlan, ThreadRequest
 from kthybrid_serve.units import GIB, MIB
+from kthybrid_serve.untrusted import parse_json, printable
 
 RECORD_FORMAT = 1
+# A record is input too: refused beyond 1 MiB before it is read (a real one is a few kB).
+MAX_RECORD_BYTES = 1024**2
+MAX_THREADS = 65_536
+MAX_NODES = 1023  # Linux's MAX_NUMNODES - 1
+MAX_GBPS = 1e6  # GB/s: far beyond any memory system
 
 
 def tune_dir(environ: Mapping[str, str]) -> Path:
@@ -119,25 +127,62 @@ class Tuned:
         return len(self.numa_nodes)
 
 
+def _read_record(path: Path, fix: str) -> object | None:
+    """The record's JSON, None when there is none; bounded like every file the launcher reads."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise TuneError(f"tune record {path} is unreadable ({error.strerror}); {fix}") from None
+    if size > MAX_RECORD_BYTES:
+        raise TuneError(
+            f"tune record {path} is {size} bytes, more than a record's {MAX_RECORD_BYTES}; {fix}"
+        )
+    try:
+        raw = read_regular(path, MAX_RECORD_BYTES)
+    except ValueError as error:
+        raise TuneError(f"tune record {path} {error}; {fix}") from None
+    if raw is None:
+        return None
+    record: object = parse_json(raw, f"tune record {path}", TuneError, fix)
+    return record
+
+
+def _figure(record: dict[str, Any], name: str) -> float:
+    """A GB/s figure: a finite number above zero."""
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(name)
+    if not math.isfinite(value) or not 0 < value < MAX_GBPS:
+        raise ValueError(f"{name}={value!r}: GB/s must be a finite number above 0")
+    return float(value)
+
+
+def _count(value: object, name: str, high: int = MAX_THREADS) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise ValueError(f"{name}={str(value)[:40]}: a whole number 0-{high}")
+    return value
+
+
 def lookup(directory: Path, key: TuneKey) -> Tuned | None:
     """The record for `key`, or None when there is none; a damaged record is refused."""
     path = directory / key.filename()
-    if not path.is_file():
-        return None
     fix = f"delete {path} or run `kthybrid-serve tune` again"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TuneError(f"tune record {path} is unreadable ({error}); {fix}") from error
+    record: Any = _read_record(path, fix)
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise TuneError(f"tune record {path} is not a JSON object; {fix}")
     expected = {"fingerprint": key.fingerprint, "shape": key.shape, "method": key.method}
     try:
         if record["format"] != RECORD_FORMAT or record["key"] != expected:
             raise TuneError(
                 f"tune record {path} is not for this host, model shape and method; {fix}"
             )
-        nodes = tuple(int(n) for n in record["numa_nodes"])
-        per_pool = tuple(int(t) for t in record["threads_per_pool"])
-        threads = int(record["threads"])
+        nodes = tuple(_count(n, "numa_nodes", MAX_NODES) for n in record["numa_nodes"])
+        per_pool = tuple(_count(t, "threads_per_pool") for t in record["threads_per_pool"])
+        threads = _count(record["threads"], "threads")
         if (
             not nodes
             or len(nodes) != len(per_pool)
@@ -149,15 +194,28 @@ def lookup(directory: Path, key: TuneKey) -> Tuned | None:
             threads=threads,
             numa_nodes=nodes,
             threads_per_pool=per_pool,
-            gbps=float(record["gbps"]),
-            rule_threads=int(record["rule_threads"]),
-            rule_gbps=None if record["rule_gbps"] is None else float(record["rule_gbps"]),
-            bandwidth_gbps=float(record["bandwidth_gbps"]),
-            measured_at=str(record["measured_at"]),
+            gbps=_figure(record, "gbps"),
+            rule_threads=_count(record["rule_threads"], "rule_threads"),
+            rule_gbps=None if record["rule_gbps"] is None else _figure(record, "rule_gbps"),
+            bandwidth_gbps=_figure(record, "bandwidth_gbps"),
+            # It reaches the plan's text: escaped, short.
+            measured_at=printable(record["measured_at"], 40),
             path=path,
         )
     except (KeyError, TypeError, ValueError) as error:
         raise TuneError(f"tune record {path} is damaged (missing or bad {error}); {fix}") from error
+
+
+def _check_fits(tuned: Tuned, cores_by_node: Mapping[int, int]) -> None:
+    """A record's threads within this host: each pool on a node here, within its cores."""
+    fix = f"delete {tuned.path} or run `kthybrid-serve tune` again"
+    for node, threads in zip(tuned.numa_nodes, tuned.threads_per_pool, strict=True):
+        cores = cores_by_node.get(node, 0)
+        if threads > cores:
+            raise TuneError(
+                f"tune record {tuned.path} puts {threads} threads on NUMA node {node}, which "
+                f"has {cores} usable physical cores here; {fix}"
+            )
 
 
 def _layout(nodes: tuple[int, ...], per_pool: tuple[int, ...]) -> str:
@@ -182,6 +240,7 @@ def tuned_threads(
     tuned = lookup(tune_dir(environ), tune_key(host, shape, method))
     if tuned is None:
         return rule, None
+    _check_fits(tuned, host.physical_cores_by_node())
     if request.required_pools is not None and tuned.pools != request.required_pools:
         return rule, None
     rule_figure = f"{tuned.rule_gbps:.1f} GB/s" if tuned.rule_gbps is not None else "no figure"
