@@ -1,0 +1,1 @@
+"""Clients of a running server: the terminal chat and the serving benchmark."""
