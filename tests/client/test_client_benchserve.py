@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from conftest import API_KEY
-
 from kthybrid_serve.client.benchserve import SweepRequest, run_sweep, served_model
 from kthybrid_serve.client.benchserve_progress import SweepProgress
 from kthybrid_serve.client.benchserve_run import bench_serve

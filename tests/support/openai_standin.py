@@ -21,6 +21,7 @@ every JSON body and event a `"backend"` field, so a router test can tell who ser
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import sys
@@ -82,7 +83,7 @@ class Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests read /standin/stats, not the log
 
     # -- plumbing ---------------------------------------------------------------------
@@ -112,8 +113,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(200, self.server.counters.snapshot())
         elif self.path == "/v1/models":
             if self._authorised():
-                self._send_json(200, {"object": "list", "data": [
-                    {"id": behaviour.model, "object": "model", "owned_by": "standin"}]})  # fmt: skip
+                model = {"id": behaviour.model, "object": "model", "owned_by": "standin"}
+                self._send_json(200, {"object": "list", "data": [model]})
         else:
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -288,10 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                           api_key=key, backend=args.backend, model=args.model)  # fmt: skip
     server = StandIn(behaviour, args.host, args.port)
     print(f"stand-in {behaviour.backend} listening on {args.host}:{server.port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

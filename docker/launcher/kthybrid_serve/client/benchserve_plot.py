@@ -7,6 +7,7 @@ reached it). Pillow, as in the CPU bench's plot.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ class _Panel:
                dashed: bool = False) -> None:  # fmt: skip
         xy = [(self.x(c), self.y(v)) for c, v in points if v is not None]
         if dashed:
-            for (x1, y1), (x2, y2) in zip(xy, xy[1:], strict=False):
+            for (x1, y1), (x2, y2) in itertools.pairwise(xy):
                 steps = max(1, int(abs(x2 - x1) / 12))
                 for i in range(0, steps, 2):
                     a, b = i / steps, min(1.0, (i + 1) / steps)
@@ -123,8 +124,10 @@ def render_png(result: Mapping[str, Any], path: Path) -> Path:
                                       (LINES["itl"], "ITL p50 (p95 dashed)")])  # fmt: skip
     draw.text((LEFT + (WIDTH - LEFT - RIGHT) / 2, HEIGHT - 16), "concurrent requests",
               fill=COLOURS["axis"], font=fonts[1], anchor="mm")  # fmt: skip
-    title = (f"bench-serve {result['model']}: prompt {result['prompt_tokens']} tokens, "
-             f"output {result['output_tokens']} tokens, {result['duration_s']:g} s per level")
+    title = (
+        f"bench-serve {result['model']}: prompt {result['prompt_tokens']} tokens, "
+        f"output {result['output_tokens']} tokens, {result['duration_s']:g} s per level"
+    )
     draw.text((LEFT, 12), title, fill=COLOURS["axis"], font=fonts[1])
     draw.text((LEFT, 32), str(result["url"]), fill=COLOURS["axis"], font=fonts[0])
     path.parent.mkdir(parents=True, exist_ok=True)

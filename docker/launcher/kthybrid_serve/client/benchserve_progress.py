@@ -80,7 +80,8 @@ class SweepProgress:
         share = self.index / self.levels if self.levels else 1.0
         filled = int(share * self.width)
         bar = "#" * filled + "." * (self.width - filled)
-        return f"[{bar}] level {min(self.index + 1, self.levels)}/{self.levels}  {text}  {self.eta()}"
+        level = min(self.index + 1, self.levels)
+        return f"[{bar}] level {level}/{self.levels}  {text}  {self.eta()}"
 
     def _show(self, text: str, force: bool = False, end: bool = False) -> None:
         now = time.monotonic()

@@ -9,6 +9,7 @@ carries the request's tokens over its chunks (more than one when MTP accepts dra
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ class RequestResult:
     def gaps(self) -> tuple[float, ...]:
         """Seconds between content chunks (the inter-token latencies)."""
         times = self.chunk_times
-        return tuple(b - a for a, b in zip(times, times[1:], strict=False))
+        return tuple(b - a for a, b in itertools.pairwise(times))
 
     def tokens_between(self, start: float, end: float) -> float:
         if not self.chunk_times:
@@ -136,7 +137,7 @@ def render_table(result: dict[str, Any]) -> str:
     """The sweep as a text table (one row per concurrency), with the ceiling under it."""
     head = ("conc", "req", "err", "out tok/s", "TTFT p50", "p95", "p99", "ITL p50", "p95", "p99",
             "tok/s/req")  # fmt: skip
-    rows = [head]
+    rows: list[tuple[str, ...]] = [head]
     for level in result["levels"]:
         rows.append((
             str(level["concurrency"]), str(level["requests"]), str(level["errors"]),
