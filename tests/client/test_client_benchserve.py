@@ -22,7 +22,7 @@ from kthybrid_serve.client.benchserve_run import bench_serve
 from kthybrid_serve.client.benchserve_stats import LevelResult, render_table
 from kthybrid_serve.errors import ServerAnswerError
 
-TTFT, ITL, TOKENS, DURATION = 0.2, 0.04, 16, 6.0
+TTFT, ITL, TOKENS, DURATION = 0.5, 0.04, 16, 8.0
 LEVELS = (1, 2, 4, 8)
 CYCLE = TTFT + (TOKENS - 1) * ITL
 
@@ -111,19 +111,19 @@ def test_errors_and_dropped_streams_are_counted_not_raised(standin: Callable[...
     assert "HTTP 500" in kinds and "dropped" in kinds, kinds
 
 
-def test_a_wrong_key_is_one_refusal_with_exit_code_29(standin: Callable[..., str]) -> None:
+def test_a_wrong_key_is_one_refusal_with_exit_code_30(standin: Callable[..., str]) -> None:
     url = standin(api_key=API_KEY)
     with pytest.raises(ServerAnswerError) as caught:
         import asyncio
 
         asyncio.run(served_model(_request(url, "wrong-key-0123456789")))
-    assert caught.value.exit_code == 29
+    assert caught.value.exit_code == 30
     assert "refused the API key (HTTP 401)" in caught.value.message
 
 
-def test_no_server_is_one_refusal_with_exit_code_29() -> None:
+def test_no_server_is_one_refusal_with_exit_code_30() -> None:
     from conftest import free_port
 
     with pytest.raises(ServerAnswerError) as caught:
         run_sweep(_request(f"http://127.0.0.1:{free_port()}"), _quiet)
-    assert caught.value.exit_code == 29 and "did not answer" in caught.value.message
+    assert caught.value.exit_code == 30 and "did not answer" in caught.value.message

@@ -40,12 +40,12 @@ def test_chat_streams_the_answer_token_by_token(standin: Callable[..., str],
     assert tokens[4] - tokens[0] >= 0.3
 
 
-def test_a_wrong_key_is_one_refusal_with_exit_code_29(standin: Callable[..., str]) -> None:
+def test_a_wrong_key_is_one_refusal_with_exit_code_30(standin: Callable[..., str]) -> None:
     url = standin(api_key=API_KEY)
     with pytest.raises(ServerAnswerError) as caught:
         chat_loop(f"{url}/v1", "wrong-key-0123456789", io.StringIO("hi\n"), io.StringIO(),
                   io.StringIO())  # fmt: skip
-    assert caught.value.exit_code == 29
+    assert caught.value.exit_code == 30
     assert "refused the API key (HTTP 401)" in caught.value.message
 
 

@@ -106,7 +106,7 @@ class TuneError(LauncherError):
 class ServerAnswerError(LauncherError):
     """`chat` or `bench-serve`: the server cannot be reached, refuses the key, or drops out."""
 
-    exit_code = 29
+    exit_code = 30
 
 
 ALL_ERRORS: tuple[type[LauncherError], ...] = (

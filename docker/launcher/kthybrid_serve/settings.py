@@ -156,6 +156,21 @@ class Settings:
         example='["--log-level", "info"]', helm="server.extraArgs"))
     output: str | None = option(None, OptionSpec(
         "convert: where to write the AMXINT4 weights", path, shown_default="<model>-AMXINT4"))
+    bench_concurrency: tuple[int, ...] | None = option(None, OptionSpec(
+        "bench-serve: concurrent requests of each level, e.g. '1,2,4,8'",
+        int_list(1, 4096, unique=True), kind="list",
+        shown_default="1, 2, 4 ... up to max running requests"))
+    bench_prompt_tokens: int = option(1024, OptionSpec(
+        "bench-serve: prompt length in tokens", int_in(1, 1_000_000)))
+    bench_output_tokens: int = option(512, OptionSpec(
+        "bench-serve: output tokens of each request (the server ignores end of sequence)",
+        int_in(1, 1_000_000)))
+    bench_duration: int = option(120, OptionSpec(
+        "bench-serve: seconds each level measures (requests in flight then finish)",
+        int_in(1, 86_400)))
+    bench_warmup: int = option(1, OptionSpec(
+        "bench-serve: warm-up requests per concurrent worker before each level",
+        int_in(0, 1000)))
     # fmt: on
 
     sources: Mapping[str, str] = field(default_factory=dict)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,7 +208,3 @@ async def _sweep(request: SweepRequest, say: Say) -> Sweep:
 def run_sweep(request: SweepRequest, say: Say) -> Sweep:
     """Measure each concurrency in turn; raises ServerAnswerError if the server cannot be used."""
     return asyncio.run(_sweep(request, say))
-
-
-def ordered_levels(concurrency: Sequence[int]) -> tuple[int, ...]:
-    return tuple(sorted(set(concurrency)))

@@ -14,8 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kthybrid_serve.apikey import read_api_key
 from kthybrid_serve.client.benchserve import Say, SweepRequest, run_sweep
 from kthybrid_serve.client.benchserve_stats import level_json
+from kthybrid_serve.external import reachable_host
+from kthybrid_serve.settings import Settings
 
 STEM = "serving"
 
@@ -25,6 +28,30 @@ def bench_dir(environ: Mapping[str, str]) -> Path:
     root = environ.get("XDG_CACHE_HOME")
     base = Path(root) if root else Path(environ.get("HOME", "~")).expanduser() / ".cache"
     return base / "bench"
+
+
+def default_levels(max_running: int) -> tuple[int, ...]:
+    """1, 2, 4 ... while below the server's max running requests, then that number itself."""
+    levels, level = [], 1
+    while level < max_running:
+        levels.append(level)
+        level *= 2
+    return (*levels, max_running)
+
+
+def sweep_request(settings: Settings) -> SweepRequest:
+    """What to measure, from the same options the server reads (host, port, key file)."""
+    key = read_api_key(settings.api_key_file) if settings.api_key_file else None
+    levels = settings.bench_concurrency or default_levels(settings.max_running_requests)
+    return SweepRequest(
+        base_url=f"http://{reachable_host(settings.host)}:{settings.port}/v1",
+        api_key=key,
+        concurrency=tuple(sorted(levels)),
+        prompt_tokens=settings.bench_prompt_tokens,
+        output_tokens=settings.bench_output_tokens,
+        duration_s=float(settings.bench_duration),
+        warmup=settings.bench_warmup,
+    )
 
 
 def _write_atomic(path: Path, text: str) -> None:

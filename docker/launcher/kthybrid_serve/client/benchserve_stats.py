@@ -2,8 +2,10 @@
 
 Percentiles interpolate linearly between the nearest ranks (as numpy's default does, which
 `sglang.bench_serving` uses). Throughput is the output tokens that arrived inside the level's
-measuring window over the window's length: tokens of requests still running at its end count
-up to the end, so workers idling after their last request do not lower the figure. A chunk
+measuring window over the window's length: the window opens at the level's first token (the
+first prefill of all workers at once is a ramp, not the steady state) and closes at the end
+of its duration; tokens of requests still running then count up to the end, so workers
+idling after their last request do not lower the figure. A chunk
 carries the request's tokens over its chunks (more than one when MTP accepts drafts).
 """
 
@@ -86,8 +88,10 @@ def summarise(concurrency: int, results: Sequence[RequestResult], window: tuple[
     if cut:
         kinds["cut at the level's time limit"] += cut
     tokens = sum(r.output_tokens for r in good)
-    duration = window[1] - window[0]
-    in_window = sum(r.tokens_between(*window) for r in good)
+    firsts = [r.chunk_times[0] for r in good if r.chunk_times]
+    opened = min(firsts) if firsts and min(firsts) < window[1] else window[0]
+    duration = window[1] - opened
+    in_window = sum(r.tokens_between(opened, window[1]) for r in good)
     gaps = [g for r in good for g in r.gaps]
     medians = [m for r in good if (m := percentile(r.gaps, 50))]
     median_gap = percentile(medians, 50)

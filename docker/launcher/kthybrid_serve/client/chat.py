@@ -4,7 +4,7 @@ The API key comes from its file (never a flag or a variable); without one, no ke
 The model name is the one the server lists, asked once at the start, which also checks the
 URL and the key before the first question. Every way the exchange can end badly is one line
 on stderr and an exit code: the server cannot be reached, refuses the key, or drops the
-connection (29, ServerAnswerError); Ctrl-C (130, as shells report SIGINT).
+connection (30, ServerAnswerError); Ctrl-C (130, as shells report SIGINT).
 """
 
 from __future__ import annotations
