@@ -215,6 +215,8 @@ def serving_ceiling(settings: Settings, environ: Mapping[str, str]) -> tuple[flo
         plan = make_plan(host, model, weights, settings, data, environ, _image(environ, data))
     except LauncherError as error:
         return None, f"no plan here ({error.message})"
+    except OSError as error:
+        return None, f"no plan here ({error})"
     item = next((i for i in plan.items if i.name == CEILING_ITEM), None)
     if item is None:
         return None, "the plan keeps every expert on the GPU; the CPU sets no ceiling"
