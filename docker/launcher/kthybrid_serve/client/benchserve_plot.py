@@ -12,17 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kthybrid_serve.plot import COLOURS, PlotError, _font, _pillow, _ticks
+from kthybrid_serve.client.drawing import COLOURS, PlotError, font, pillow, ticks
 
 WIDTH, HEIGHT = 960, 760
 LEFT, RIGHT, TOP, GAP, BOTTOM = 80, 250, 70, 70, 50
 PANEL_H = (HEIGHT - TOP - GAP - BOTTOM) // 2
-LINES = {
-    "tokens": COLOURS["sweep"],
-    "ceiling": COLOURS["plan"],
-    "ttft": COLOURS["other"],
-    "itl": COLOURS["best"],
-}
+LINES = {name: COLOURS[name] for name in ("tokens", "ceiling", "ttft", "itl")}
 
 
 class _Panel:
@@ -32,10 +27,10 @@ class _Panel:
                  top: float, label: str) -> None:  # fmt: skip
         self.draw, (self.small, self.normal) = draw, fonts
         self.levels, self.y0 = levels, y0
-        ticks = _ticks(top if top > 0 else 1.0)
-        self.top = max(top, ticks[-1], 1e-9)
+        marks = ticks(top if top > 0 else 1.0)
+        self.top = max(top, marks[-1], 1e-9)
         self.width = WIDTH - LEFT - RIGHT
-        for tick in ticks:
+        for tick in marks:
             y = self.y(tick)
             draw.line([(LEFT, y), (LEFT + self.width, y)], fill=COLOURS["grid"])
             draw.text((LEFT - 8, y), f"{tick:g}", fill=COLOURS["axis"], font=self.small,
@@ -87,13 +82,13 @@ def _legend(draw: Any, font: Any, y: int, entries: Sequence[tuple[Any, str]]) ->
 
 def render_png(result: Mapping[str, Any], path: Path) -> Path:
     """Write the plot of `result` (the bench-serve JSON) to `path`."""
-    image_mod, draw_mod, font_mod = _pillow()
+    image_mod, draw_mod, font_mod = pillow()
     levels: Sequence[Mapping[str, Any]] = result["levels"]
     if not any(level["requests"] for level in levels):
         raise PlotError("no request completed; nothing to plot")
     image = image_mod.new("RGB", (WIDTH, HEIGHT), "white")
     draw = draw_mod.Draw(image)
-    fonts = (_font(font_mod, 13), _font(font_mod, 15))
+    fonts = (font(font_mod, 13), font(font_mod, 15))
     concurrency = [int(level["concurrency"]) for level in levels]
     pick: Callable[[str], list[tuple[int, float | None]]] = lambda key: [  # noqa: E731
         (int(level["concurrency"]), level[key]) for level in levels
