@@ -6,10 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kthybrid_serve.cpubench import ExpertShape
-from kthybrid_serve.host import read_host
+from kthybrid_serve.cpubench.tuning import choose, store
+from kthybrid_serve.host.host import read_host
+from kthybrid_serve.model.experts import ExpertShape
+from kthybrid_serve.plan.records import tune_dir, tune_key
 from kthybrid_serve.settings import default_settings
-from kthybrid_serve.tuning import choose, store, tune_dir, tune_key
 from kthybrid_serve.workflow import serving_ceiling
 
 RTX_5090 = "NVIDIA GeForce RTX 5090,32607MiB,12.0"

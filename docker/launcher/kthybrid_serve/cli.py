@@ -61,9 +61,6 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
 
 
 def build_parser() -> Parser:
-    common = Parser(add_help=False)
-    for option in OPTIONS:
-        _add_option(common, option)
     parser = Parser(
         prog="kthybrid-serve",
         description="Plan, check and start a CPU-GPU hybrid sglang-kt server. Every --option "
@@ -72,7 +69,10 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, help_text in COMMANDS.items():
-        command = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        for option in OPTIONS:
+            if name in option.spec.commands:
+                _add_option(command, option)
         if name in {"plan", "doctor", "bench", "bench-serve"}:
             command.add_argument("--json", action="store_true", help="print JSON")
         if name == "plan":
@@ -159,8 +159,8 @@ def _progress(line: str) -> None:
 
 
 def run_bench(settings: Settings, as_json: bool) -> int:
-    from kthybrid_serve.cpubench import render_table
-    from kthybrid_serve.measure import run_bench_command
+    from kthybrid_serve.cpubench.measure import run_bench_command
+    from kthybrid_serve.cpubench.plot import render_table
 
     result = run_bench_command(settings, os.environ, _progress)
     if as_json:
@@ -175,8 +175,8 @@ def run_bench(settings: Settings, as_json: bool) -> int:
 
 
 def run_tune(settings: Settings) -> int:
-    from kthybrid_serve.cpubench import render_table
-    from kthybrid_serve.measure import run_tune_command
+    from kthybrid_serve.cpubench.measure import run_tune_command
+    from kthybrid_serve.cpubench.plot import render_table
 
     path, chosen, result = run_tune_command(settings, os.environ, _progress)
     print(render_table(result))
@@ -225,7 +225,7 @@ def run_bench_serve(settings: Settings, as_json: bool) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    settings = resolve_settings(_parsed_options(args), os.environ)
+    settings = resolve_settings(_parsed_options(args), os.environ, args.command)
     if args.command == "plan":
         return run_plan(settings, bool(args.json), bool(args.helm_values))
     if args.command == "doctor":

@@ -1,1 +1,1 @@
-"""Clients of a running server: the terminal chat and the serving benchmark."""
+"""Client-side tools that talk to a running kthybrid server."""
