@@ -6,7 +6,6 @@ wait on the client's interpreter lock; each one is stopped when the session ends
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -14,17 +13,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from support import openai_standin
-
-API_KEY = "kthybrid-test-key-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support import openai_standin
+from tests.support.openai_standin import TEST_KEY, free_port
 
 
 @pytest.fixture(scope="session")
@@ -54,5 +44,5 @@ def standin() -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "api-key"
-    path.write_text(API_KEY + "\n")
+    path.write_text(TEST_KEY + "\n")
     return path

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY
 from kthybrid_serve.client.benchserve import SweepRequest, run_sweep, served_model
 from kthybrid_serve.client.benchserve_progress import SweepProgress
 from kthybrid_serve.client.benchserve_run import bench_serve
 from kthybrid_serve.client.benchserve_stats import LevelResult, render_table
 from kthybrid_serve.errors import ServerAnswerError
+
+from tests.support.openai_standin import TEST_KEY as API_KEY
 
 TTFT, ITL, TOKENS, DURATION = 0.5, 0.04, 16, 8.0
 LEVELS = (1, 2, 4, 8)
@@ -122,7 +123,7 @@ def test_a_wrong_key_is_one_refusal_with_exit_code_30(standin: Callable[..., str
 
 
 def test_no_server_is_one_refusal_with_exit_code_30() -> None:
-    from conftest import free_port
+    from tests.support.openai_standin import free_port
 
     with pytest.raises(ServerAnswerError) as caught:
         run_sweep(_request(f"http://127.0.0.1:{free_port()}"), _quiet)

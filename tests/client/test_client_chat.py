@@ -8,9 +8,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import API_KEY, free_port
 from kthybrid_serve.client.chat import chat_loop
 from kthybrid_serve.errors import ServerAnswerError
+
+from tests.support.openai_standin import TEST_KEY as API_KEY
+from tests.support.openai_standin import free_port
 
 
 class TimedOut(io.StringIO):

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import free_port
+from tests.support.openai_standin import free_port
 
 LAUNCHER = str(Path(sys.executable).parent / "kthybrid-serve")
 

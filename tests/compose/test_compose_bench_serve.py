@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,9 +12,7 @@ from typing import Any
 import pytest
 from compose_project import ComposeProject
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from support import openai_standin
+from tests.support import openai_standin
 
 Compose = Callable[..., ComposeProject]
 STANDIN_LAYER = Path(__file__).with_name("standin.compose.yaml")

@@ -7,7 +7,6 @@ read-only root) with Docker against the stand-in OpenAI server, with the key.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,11 +15,9 @@ from typing import Any
 
 import pytest
 from helm_chart import NAMESPACE, RELEASE, Rendered, container, env_of
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from kthybrid_serve.settings import OPTIONS_BY_DEST
-from support import openai_standin
+
+from tests.support import openai_standin
 
 POD = f"{RELEASE}-test-bench-serve"
 ON = ("helmTest.benchServe.enabled=true",)

@@ -32,6 +32,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 BACKEND_HEADER = "X-Standin-Backend"
+TEST_KEY = "kthybrid-test-key-0123456789abcdef"  # a well-formed API key for tests
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback now (for a stand-in or a server that is not there)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)
