@@ -22,7 +22,7 @@ COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
 # The targets of the builder's data file, whose render writes compose/arch/<ARCH>.env.
 ARCHES = tuple(load_targets())
-PROFILES = ("serve", "mtp", "download", "convert", "chat")
+PROFILES = ("serve", "mtp", "download", "convert", "chat", "bench-serve")
 LAYERS = ("compose.hugepages.yaml", "compose.gpu-ids.yaml", "compose.no-gpu.yaml")
 # On these CI machines the kernel refuses a locked-memory limit above 8 MiB.
 CI_MEMLOCK = "8388608"

@@ -16,7 +16,7 @@ from kthybrid_serve.settings import ENV_NAMES
 Compose = Callable[..., ComposeProject]
 HOME = "/home/kthybrid"
 HOST_MEMORY_SERVICES = {"server", "server-mtp", "convert"}
-KEY_CLIENTS = {"server", "server-mtp", "chat"}
+KEY_CLIENTS = {"server", "server-mtp", "chat", "bench-serve"}
 KEY_FILE = "/run/secrets/kthybrid-api-key"
 
 
@@ -43,7 +43,9 @@ def test_every_service_of_every_layer_is_locked_down(compose: Compose, layer: st
         assert service.get("cap_add") == expected_caps, name
 
 
-@pytest.mark.parametrize("name", ["server", "server-mtp", "download", "convert", "chat"])
+@pytest.mark.parametrize(
+    "name", ["server", "server-mtp", "download", "convert", "chat", "bench-serve"]
+)
 def test_writes_go_to_tmpfs_volumes_or_models(services: dict[str, Any], name: str) -> None:
     service = services[name]
     tmpfs = {entry.split(":", 1)[0]: entry.split(":", 1)[1] for entry in service["tmpfs"]}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from helm_chart import SCENARIOS, Rendered, container, env_of, pod_specs
-from kthybrid_serve.parsers import Choice, IntRange, OpenInterval
+from kthybrid_serve.parsers import Choice, IntListRange, IntRange, OpenInterval
 from kthybrid_serve.settings import ENV_NAMES
 
 from builder.chart import ChartOption, chart_options
@@ -21,6 +21,8 @@ def _sample(option: ChartOption) -> tuple[Any, str]:
     parse = option.parse
     if isinstance(parse, IntRange):
         return parse.low, str(parse.low)
+    if isinstance(parse, IntListRange):
+        return [parse.low], str(parse.low)
     if isinstance(parse, OpenInterval):
         middle = (parse.low + parse.high) / 2
         return middle, str(middle)
@@ -42,9 +44,11 @@ OPTIONS = [
 
 
 def _values_file(tmp_path: Path, path: str, value: Any) -> Path:
-    section, key = path.split(".")
+    tree: Any = value
+    for part in reversed(path.split(".")):
+        tree = {part: tree}
     file = tmp_path / "values.yaml"
-    file.write_text(yaml.safe_dump({section: {key: value}}))
+    file.write_text(yaml.safe_dump(tree))
     return file
 
 

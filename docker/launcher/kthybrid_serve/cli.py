@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from kthybrid_serve import __version__
 from kthybrid_serve.errors import LauncherError, UsageError
-from kthybrid_serve.external import chat_argv
+from kthybrid_serve.external import reachable_host
 from kthybrid_serve.report import (
     checks_json,
     error_json,
@@ -32,6 +32,8 @@ COMMANDS = {
     "chat": "chat with the running server from the terminal",
     "bench": "measure kt-kernel's CPU experts: the plan's threads, a sweep, the read bandwidth",
     "tune": "measure, then store the best thread count for this host, model shape and method",
+    "bench-serve": "measure the running server: output tokens/s, TTFT and inter-token latency "
+    "at each concurrency",
 }
 
 
@@ -72,7 +74,7 @@ def build_parser() -> Parser:
         for option in OPTIONS:
             if name in option.spec.commands:
                 _add_option(command, option)
-        if name in {"plan", "doctor", "bench"}:
+        if name in {"plan", "doctor", "bench", "bench-serve"}:
             command.add_argument("--json", action="store_true", help="print JSON")
         if name == "plan":
             command.add_argument(
@@ -192,11 +194,35 @@ def run_tune(settings: Settings) -> int:
 
 
 def run_chat(settings: Settings) -> int:
-    if settings.api_key_file is not None:
-        from kthybrid_serve.client.chat import chat_loop
+    from kthybrid_serve.apikey import read_api_key
+    from kthybrid_serve.client.chat import chat_loop
 
-        return chat_loop(settings.host, settings.port, settings.api_key_file)
-    return _exec(chat_argv(settings.host, settings.port), os.environ)
+    key = read_api_key(settings.api_key_file) if settings.api_key_file else None
+    return chat_loop(f"http://{reachable_host(settings.host)}:{settings.port}/v1", key)
+
+
+def run_bench_serve(settings: Settings, as_json: bool) -> int:
+    from kthybrid_serve.client.benchserve_progress import SweepProgress
+    from kthybrid_serve.client.benchserve_run import bench_serve, sweep_request
+    from kthybrid_serve.client.benchserve_stats import render_table
+    from kthybrid_serve.workflow import serving_ceiling
+
+    request = sweep_request(settings)
+    ceiling, note = serving_ceiling(settings, os.environ)
+    progress = SweepProgress(len(request.concurrency), request.duration_s, sys.stderr)
+    try:
+        result = bench_serve(request, ceiling, note, os.environ, progress)
+    except KeyboardInterrupt:
+        print("\nkthybrid-serve: bench-serve stopped (Ctrl-C); nothing written", file=sys.stderr)
+        return 130
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(render_table(result))
+    print(f"\nwrote {result['json_path']}")
+    png = result["png_path"]
+    print(f"wrote {png}" if png else f"no plot: {result['plot_error']}")
+    return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -213,6 +239,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_bench(settings, bool(args.json))
     if args.command == "tune":
         return run_tune(settings)
+    if args.command == "bench-serve":
+        return run_bench_serve(settings, bool(args.json))
     return run_serve(settings)
 
 

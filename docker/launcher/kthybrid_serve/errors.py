@@ -103,6 +103,12 @@ class TuneError(LauncherError):
     exit_code = 28
 
 
+class ServerAnswerError(LauncherError):
+    """`chat` or `bench-serve`: the server cannot be reached, refuses the key, or drops out."""
+
+    exit_code = 30
+
+
 ALL_ERRORS: tuple[type[LauncherError], ...] = (
     UsageError,
     NoGpuError,
@@ -124,6 +130,7 @@ ALL_ERRORS: tuple[type[LauncherError], ...] = (
     DiskSpaceError,
     BenchError,
     TuneError,
+    ServerAnswerError,
 )
 
 

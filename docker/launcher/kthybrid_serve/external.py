@@ -1,4 +1,4 @@
-"""Commands of upstream tools: `kt chat`."""
+"""Where clients reach the server."""
 
 from __future__ import annotations
 
@@ -6,8 +6,3 @@ from __future__ import annotations
 def reachable_host(host: str) -> str:
     """Where a client on this machine reaches a server listening on `host` (wildcards: loopback)."""
     return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
-
-
-def chat_argv(host: str, port: int) -> list[str]:
-    """`kt chat` against the server."""
-    return ["kt", "chat", "--host", reachable_host(host), "--port", str(port)]

@@ -37,10 +37,21 @@ KT_METHODS: Final = ("MXFP4", "AMXINT4", "AMXINT8", "BF16", "FP8")
 
 # The subcommands, and which take an option (OptionSpec.commands): the server's options are
 # taken by every command that plans a server; convert and chat take their few.
-COMMAND_NAMES: Final = ("serve", "plan", "doctor", "convert", "chat", "bench", "tune")
-SERVER_COMMANDS: Final = frozenset({"serve", "plan", "doctor", "bench", "tune"})
+COMMAND_NAMES: Final = (
+    "serve",
+    "plan",
+    "doctor",
+    "convert",
+    "chat",
+    "bench",
+    "tune",
+    "bench-serve",
+)
+# bench-serve plans too: its plot draws the plan's CPU decode ceiling.
+SERVER_COMMANDS: Final = frozenset({"serve", "plan", "doctor", "bench", "tune", "bench-serve"})
 _CONVERT: Final = SERVER_COMMANDS | {"convert"}
 _CHAT: Final = SERVER_COMMANDS | {"chat"}
+_BENCH_SERVE: Final = frozenset({"bench-serve"})
 
 Value = str | int | float | bool | tuple[str, ...] | tuple[int, ...] | None
 T = TypeVar("T", bound=Value)
@@ -179,6 +190,26 @@ class Settings:
     output: str | None = option(None, OptionSpec(
         "convert: where to write the AMXINT4 weights", path, shown_default="<model>-AMXINT4",
         commands=frozenset({"convert"})))
+    # -- bench-serve (a client of the running server)
+    bench_concurrency: tuple[int, ...] | None = option(None, OptionSpec(
+        "bench-serve: concurrencies", int_list(1, 4096, unique=True),
+        kind="list", shown_default="1,2,4... max running requests",
+        helm="helmTest.benchServe.concurrency", commands=_BENCH_SERVE))
+    bench_prompt_tokens: int = option(1024, OptionSpec(
+        "bench-serve: prompt length in tokens", int_in(1, 1_000_000),
+        helm="helmTest.benchServe.promptTokens", commands=_BENCH_SERVE))
+    bench_output_tokens: int = option(512, OptionSpec(
+        "bench-serve: output tokens per request (EOS ignored)",
+        int_in(1, 1_000_000), helm="helmTest.benchServe.outputTokens",
+        commands=_BENCH_SERVE))
+    bench_duration: int = option(120, OptionSpec(
+        "bench-serve: seconds each level measures",
+        int_in(1, 86_400), helm="helmTest.benchServe.durationSeconds",
+        commands=_BENCH_SERVE))
+    bench_warmup: int = option(1, OptionSpec(
+        "bench-serve: warm-up requests per worker and level",
+        int_in(0, 1000), helm="helmTest.benchServe.warmup",
+        commands=_BENCH_SERVE))
     # fmt: on
 
     sources: Mapping[str, str] = field(default_factory=dict)

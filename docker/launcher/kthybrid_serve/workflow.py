@@ -198,3 +198,30 @@ def prepare_conversion(settings: Settings) -> tuple[ConvertRequest, list[str]]:
         memory_available=available,
     )
     return request, notes
+
+
+CEILING_ITEM = "CPU decode ceiling"
+
+
+def serving_ceiling(settings: Settings, environ: Mapping[str, str]) -> tuple[float | None, str]:
+    """The plan's CPU decode ceiling in tokens/s per sequence for bench-serve, or why none.
+
+    It needs what `plan` needs (the model directory, GPUs or --gpu) and a tune record; a
+    client away from the server has none of these, so every refusal is a note, not an error.
+    """
+    try:
+        data = load_target_data()
+        host = _host(settings)
+        model, weights = _model(settings)
+        plan = make_plan(host, model, weights, settings, data, environ, _image(environ, data))
+    except LauncherError as error:
+        return None, f"no plan here ({error.message})"
+    except OSError as error:
+        return None, f"no plan here ({error})"
+    item = next((i for i in plan.items if i.name == CEILING_ITEM), None)
+    if item is None:
+        return None, "the plan keeps every expert on the GPU; the CPU sets no ceiling"
+    number = item.value.removesuffix(" tokens/s")
+    if number == item.value:
+        return None, f"{item.value}: {item.reason}"
+    return float(number), item.reason

@@ -74,6 +74,26 @@ unset and null mean "the launcher's default", and the variable is then left out.
 - name: KTHYBRID_EXTRA_ARGS
   value: {{ toJson . | quote }}
 {{- end }}
+{{- if include "kthybrid.isSet" $v.helmTest.benchServe.concurrency }}
+- name: KTHYBRID_BENCH_CONCURRENCY
+  value: {{ $v.helmTest.benchServe.concurrency | join "," | quote }}
+{{- end }}
+{{- if include "kthybrid.isSet" $v.helmTest.benchServe.promptTokens }}
+- name: KTHYBRID_BENCH_PROMPT_TOKENS
+  value: {{ $v.helmTest.benchServe.promptTokens | int64 | toString | quote }}
+{{- end }}
+{{- if include "kthybrid.isSet" $v.helmTest.benchServe.outputTokens }}
+- name: KTHYBRID_BENCH_OUTPUT_TOKENS
+  value: {{ $v.helmTest.benchServe.outputTokens | int64 | toString | quote }}
+{{- end }}
+{{- if include "kthybrid.isSet" $v.helmTest.benchServe.durationSeconds }}
+- name: KTHYBRID_BENCH_DURATION
+  value: {{ $v.helmTest.benchServe.durationSeconds | int64 | toString | quote }}
+{{- end }}
+{{- if include "kthybrid.isSet" $v.helmTest.benchServe.warmup }}
+- name: KTHYBRID_BENCH_WARMUP
+  value: {{ $v.helmTest.benchServe.warmup | int64 | toString | quote }}
+{{- end }}
 {{- end }}
 {{- /* launcher-options: end */}}
 

@@ -1,0 +1,45 @@
+"""Pillow for the client's plots, imported only when a plot is made (the launcher imports
+without it); the client keeps its own helpers, as it may not import the CPU bench's."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+COLOURS = {
+    "tokens": (31, 119, 180),
+    "ceiling": (214, 39, 40),
+    "ttft": (148, 103, 189),
+    "itl": (44, 160, 44),
+    "axis": (40, 40, 40),
+    "grid": (225, 225, 225),
+}
+
+
+class PlotError(Exception):
+    """No PNG could be made (the reason is the message)."""
+
+
+def pillow() -> tuple[Any, Any, Any]:
+    """PIL's Image, ImageDraw and ImageFont modules."""
+    try:
+        modules = tuple(importlib.import_module(f"PIL.{name}")
+                        for name in ("Image", "ImageDraw", "ImageFont"))  # fmt: skip
+    except ImportError as error:
+        raise PlotError(f"Pillow is not installed ({error}); the JSON has every figure") from error
+    return modules[0], modules[1], modules[2]
+
+
+def font(font_module: Any, size: int) -> Any:
+    try:
+        return font_module.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
+        return font_module.load_default()
+
+
+def ticks(top: float, count: int = 6) -> list[float]:
+    """Round steps from 0 to at least `top`."""
+    raw = top / count
+    magnitude = 10 ** len(str(int(raw))) / 10 if raw >= 1 else 0.1
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    return [i * step for i in range(int(top / step) + 1)]
