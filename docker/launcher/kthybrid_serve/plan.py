@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kthybrid_serve.command import (
     KtFlags,
@@ -12,7 +12,7 @@ from kthybrid_serve.command import (
     plan_env,
     sglang_argv,
 )
-from kthybrid_serve.cpubench import expert_shape
+from kthybrid_serve.cpubench import decode_ceiling, expert_shape
 from kthybrid_serve.errors import GpuCountError, NoGpuError, WeightFormatError
 from kthybrid_serve.gpu_budget import ExpertPlan, GpuRequest, plan_gpu_experts
 from kthybrid_serve.host import HostFacts
@@ -51,6 +51,8 @@ class Plan:
     env_unset: tuple[str, ...]
     argv: tuple[str, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Decode tokens/s the CPU experts allow at the measured bandwidth; None until tuned.
+    cpu_decode_ceiling: float | None = None
 
 
 def _tp(host: HostFacts, settings: Settings) -> tuple[int, int]:
@@ -146,11 +148,16 @@ def make_plan(
     needs_item = check_runtime_needs(target, model, data, image, experts.gpu_only or chunk_reaches)
     items: list[PlanItem] = []
     kt: KtFlags | None = None
+    ceiling_value: float | None = None
     if experts.gpu_only:
         items.append(experts.item)
     else:
         method_item, threads, tuned = _kt_side(host, model, weights, settings, gpus_local, environ)
         ceiling = ceiling_item(tuned, expert_shape(model), method_item.value, experts.count)
+        if tuned is not None:
+            ceiling_value = decode_ceiling(
+                tuned.gbps, expert_shape(model), method_item.value, experts.count
+            )
         kt = KtFlags(threads, experts.count, method_item.value, weights.path)
         weight_item = PlanItem(
             "--kt-weight-path", weights.path,
@@ -158,8 +165,9 @@ def make_plan(
             _source(settings, "kt_weight_path"),
         )  # fmt: skip
         items += [*threads.items, experts.item, method_item, weight_item, ceiling]
-    return _assemble(host, model, weights, settings, environ, experts, kt, tp, gpus_local,
+    plan = _assemble(host, model, weights, settings, environ, experts, kt, tp, gpus_local,
                      target, [*items, needs_item])  # fmt: skip
+    return replace(plan, cpu_decode_ceiling=ceiling_value)
 
 
 def _assemble(
