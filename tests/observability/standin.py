@@ -133,7 +133,7 @@ def _traffic(scenario: str, name: str, stop: threading.Event) -> None:
         else:
             queued += 1
             stats = SchedulerStats(num_running_reqs=16, num_queue_reqs=queued, token_usage=0.97,
-                                   num_used_tokens=254_000, max_total_num_tokens=262_144)  # fmt: skip
+                                   num_used_tokens=254_000)  # fmt: skip
             scheduler.increment_realtime_tokens(None, prefill_compute_tokens=256)
             tokenizer.observe_time_to_first_token(tok_labels, rng.uniform(20.0, 40.0))
         scheduler.log_stats(stats)
@@ -179,7 +179,7 @@ def main() -> None:
     # directory before anything imports it (each child then uses its own, from the plan).
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="standin-"))
     _stub_forward_batch_info()
-    import sglang.srt.observability.metrics_collector  # noqa: F401  (import once, then fork)
+    import sglang.srt.observability.metrics_collector
     import sglang.srt.utils.common  # noqa: F401
 
     api_key = None

@@ -9,7 +9,7 @@ import subprocess
 from typing import Any
 
 import yaml
-from conftest import (
+from observability_stack import (
     API_KEY,
     CONTAINER,
     DASHBOARD,
@@ -150,7 +150,9 @@ def test_plan_metrics_agree_with_plan_json_for_the_same_host_and_model(standin: 
     }
     assert threads == {
         (str(i), str(n)): float(t)
-        for i, (n, t) in enumerate(zip(plan["kt_numa_nodes"], plan["threads_per_pool"]))
+        for i, (n, t) in enumerate(
+            zip(plan["kt_numa_nodes"], plan["threads_per_pool"], strict=True)
+        )
     }
     assert sum(threads.values()) == plan["kt_cpuinfer"]
     scalar = {name: next(iter(_samples(body, name).values())) for name in (

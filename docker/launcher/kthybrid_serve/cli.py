@@ -59,9 +59,6 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
 
 
 def build_parser() -> Parser:
-    common = Parser(add_help=False)
-    for option in OPTIONS:
-        _add_option(common, option)
     parser = Parser(
         prog="kthybrid-serve",
         description="Plan, check and start a CPU-GPU hybrid sglang-kt server. Every --option "
@@ -70,7 +67,10 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, help_text in COMMANDS.items():
-        command = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        for option in OPTIONS:
+            if name in option.spec.commands:
+                _add_option(command, option)
         if name in {"plan", "doctor", "bench"}:
             command.add_argument("--json", action="store_true", help="print JSON")
         if name == "plan":
@@ -157,8 +157,8 @@ def _progress(line: str) -> None:
 
 
 def run_bench(settings: Settings, as_json: bool) -> int:
-    from kthybrid_serve.cpubench import render_table
-    from kthybrid_serve.measure import run_bench_command
+    from kthybrid_serve.cpubench.measure import run_bench_command
+    from kthybrid_serve.cpubench.plot import render_table
 
     result = run_bench_command(settings, os.environ, _progress)
     if as_json:
@@ -173,8 +173,8 @@ def run_bench(settings: Settings, as_json: bool) -> int:
 
 
 def run_tune(settings: Settings) -> int:
-    from kthybrid_serve.cpubench import render_table
-    from kthybrid_serve.measure import run_tune_command
+    from kthybrid_serve.cpubench.measure import run_tune_command
+    from kthybrid_serve.cpubench.plot import render_table
 
     path, chosen, result = run_tune_command(settings, os.environ, _progress)
     print(render_table(result))
@@ -192,14 +192,14 @@ def run_tune(settings: Settings) -> int:
 
 def run_chat(settings: Settings) -> int:
     if settings.api_key_file is not None:
-        from kthybrid_serve.chat import chat_loop
+        from kthybrid_serve.client.chat import chat_loop
 
         return chat_loop(settings.host, settings.port, settings.api_key_file)
     return _exec(chat_argv(settings.host, settings.port), os.environ)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    settings = resolve_settings(_parsed_options(args), os.environ)
+    settings = resolve_settings(_parsed_options(args), os.environ, args.command)
     if args.command == "plan":
         return run_plan(settings, bool(args.json), bool(args.helm_values))
     if args.command == "doctor":

@@ -132,3 +132,10 @@ ALL_ERRORS: tuple[type[LauncherError], ...] = (
     TuneError,
     MetricsError,
 )
+
+
+class WorkerError(Exception):
+    """A kt-kernel measurement that cannot be made (in the bench's worker process).
+
+    Not a LauncherError: the worker reports it as `"ok": false` with this one line.
+    """

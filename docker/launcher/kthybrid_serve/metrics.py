@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kthybrid_serve.errors import MetricsError
-from kthybrid_serve.plan import Plan
+from kthybrid_serve.plan.plan import Plan
 from kthybrid_serve.settings import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -59,7 +59,8 @@ def decode_mxfp4(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
     rows = weight.shape[0]
     pairs = np.stack((E2M1[weight & 0x0F], E2M1[weight >> 4]), axis=-1).reshape(rows, -1)
     factors = np.ldexp(1.0, scale.astype(np.int64) - 127)
-    return pairs * np.repeat(factors, GROUP, axis=1)
+    decoded: np.ndarray = pairs * np.repeat(factors, GROUP, axis=1)
+    return decoded
 
 
 def encode_mxfp4(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

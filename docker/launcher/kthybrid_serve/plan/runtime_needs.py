@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kthybrid_serve.errors import MissingKernelError, MissingToolError
-from kthybrid_serve.model import ModelFacts
-from kthybrid_serve.plan_items import PlanItem
-from kthybrid_serve.targets import Needs, Target, TargetData
+from kthybrid_serve.model.model import ModelFacts
+from kthybrid_serve.plan.items import PlanItem
+from kthybrid_serve.plan.targets import Needs, Target, TargetData
 
 REBUILD_WITH_NVCC = (
     "rebuild the image where nvidia/cuda:12.8.1-devel-ubuntu22.04 (or a mirror of it) can be "

@@ -17,23 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kthybrid_serve.cpubench import (
-    BenchOptions,
-    ExpertShape,
-    PoolLayout,
-    expert_shape,
-    host_cpus,
-    run_bench,
-)
+from kthybrid_serve.cpubench.bandwidth import host_cpus
+from kthybrid_serve.cpubench.plot import PlotError, render_png
+from kthybrid_serve.cpubench.sweep import BenchOptions, PoolLayout, run_bench
+from kthybrid_serve.cpubench.tuning import choose, store
 from kthybrid_serve.errors import UsageError
-from kthybrid_serve.host import HostFacts, read_host
-from kthybrid_serve.method import choose_method
-from kthybrid_serve.model import read_cpu_weights, read_model
-from kthybrid_serve.plan import thread_request
-from kthybrid_serve.plot import PlotError, render_png
+from kthybrid_serve.host.host import HostFacts, read_host
+from kthybrid_serve.model.experts import ExpertShape, expert_shape
+from kthybrid_serve.model.model import read_model
+from kthybrid_serve.model.weights import read_cpu_weights
+from kthybrid_serve.plan.method import choose_method
+from kthybrid_serve.plan.plan import thread_request
+from kthybrid_serve.plan.records import Tuned, tune_dir, tune_key, tuned_threads
+from kthybrid_serve.plan.threads import ThreadPlan, plan_threads
 from kthybrid_serve.settings import Settings
-from kthybrid_serve.threads import ThreadPlan, plan_threads
-from kthybrid_serve.tuning import Tuned, choose, store, tune_dir, tune_key, tuned_threads
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kthybrid_serve.cgroup import CgroupLimits, read_cgroup
 from kthybrid_serve.errors import HostReadError, UsageError
-from kthybrid_serve.gpus import Gpu, parse_gpu_spec, read_nvml_gpus
-from kthybrid_serve.hostfs import HostTree, format_cpulist, parse_cpulist, parse_meminfo
+from kthybrid_serve.host.cgroup import CgroupLimits, read_cgroup
+from kthybrid_serve.host.gpus import Gpu, parse_gpu_spec, read_nvml_gpus
+from kthybrid_serve.host.hostfs import HostTree, format_cpulist, parse_cpulist, parse_meminfo
 from kthybrid_serve.units import KIB, parse_size
 
 __all__ = ["Cpu", "Gpu", "HostFacts", "NumaNode", "format_cpulist", "parse_cpulist", "read_host"]

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from kthybrid_serve.errors import HostReadError
-from kthybrid_serve.hostfs import HostTree, parse_cpulist
+from kthybrid_serve.host.hostfs import HostTree, parse_cpulist
 
 MOUNT = "/sys/fs/cgroup"
 # cgroup v1 writes a page-rounded LONG_MAX when there is no memory limit.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kthybrid_serve.errors import ModelIncompleteError
-from kthybrid_serve.hostfs import read_regular
+from kthybrid_serve.host.hostfs import read_regular
 
 # Headers are JSON and rarely above a few MB; a bigger value means a corrupt file.
 MAX_HEADER_BYTES = 100 * 1024**2

@@ -185,9 +185,9 @@ def build_host(root: Path, spec: HostSpec) -> Path:
         _write(root, f"/sys/fs/cgroup/cpuset{suffix}/cpuset.cpus", f"{cpuset}\n")
         limit = 9223372036854771712 if spec.cgroup_memory is None else spec.cgroup_memory
         _write(root, f"/sys/fs/cgroup/memory{suffix}/memory.limit_in_bytes", f"{limit}\n")
-        quota, period = spec.cpu_quota or (-1, 100000)
-        _write(root, f"/sys/fs/cgroup/cpu,cpuacct{suffix}/cpu.cfs_quota_us", f"{quota}\n")
-        _write(root, f"/sys/fs/cgroup/cpu,cpuacct{suffix}/cpu.cfs_period_us", f"{period}\n")
+        cfs_quota, cfs_period = spec.cpu_quota or (-1, 100000)
+        _write(root, f"/sys/fs/cgroup/cpu,cpuacct{suffix}/cpu.cfs_quota_us", f"{cfs_quota}\n")
+        _write(root, f"/sys/fs/cgroup/cpu,cpuacct{suffix}/cpu.cfs_period_us", f"{cfs_period}\n")
         if spec.cgroup_mems:
             _write(
                 root,

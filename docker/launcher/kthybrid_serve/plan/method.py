@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from kthybrid_serve.errors import CpuIsaError, WeightFormatError
-from kthybrid_serve.host import HostFacts
-from kthybrid_serve.model import CpuWeights
-from kthybrid_serve.plan_items import PlanItem
+from kthybrid_serve.host.host import HostFacts
+from kthybrid_serve.model.weights import CpuWeights
+from kthybrid_serve.plan.items import PlanItem
 from kthybrid_serve.settings import Settings
 
 AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512bw")

@@ -7,17 +7,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kthybrid_serve.errors import CpuTopologyError
-from kthybrid_serve.host import HostFacts
-from kthybrid_serve.hugepages import (
+from kthybrid_serve.host.host import HostFacts
+from kthybrid_serve.model.model import ModelFacts
+from kthybrid_serve.plan.hugepages import (
     HUGETLB_POOL_FACTOR,
     HUGETLB_SMALL_PAGE_SHARE,
     THP_SHARE,
     glibc_tunables,
 )
-from kthybrid_serve.model import ModelFacts
-from kthybrid_serve.plan_items import PlanItem
+from kthybrid_serve.plan.items import PlanItem
+from kthybrid_serve.plan.threads import ThreadPlan
 from kthybrid_serve.settings import Settings, format_value
-from kthybrid_serve.threads import ThreadPlan
 
 # Started instead of sglang.launch_server when an API key is set: it reads the key
 # from its file, so the key is in no command line (/proc/<pid>/cmdline) and no log.

@@ -1,6 +1,6 @@
 """One measurement of kt-kernel's CPU experts, in a process of its own.
 
-`python -m kthybrid_serve.ktworker '<spec JSON>'` loads kt-kernel's extension, builds
+`python -m kthybrid_serve.cpubench.worker '<spec JSON>'` loads kt-kernel's extension, builds
 `layers` MoE layers of `experts` synthetic experts each at the model's shapes in the
 method's own weight layout, runs single-token decode through them (top-k experts per
 layer, routed at random, every layer in turn, one submit and sync per layer as sglang-kt
@@ -14,9 +14,9 @@ the environment glibc reads at start (GLIBC_TUNABLES). A fresh process per run g
 run fresh memory and the environment it is meant to have.
 
 Only the standard library and kt-kernel's extension are used. The extension is loaded
-through kt-kernel's own variant loader (kt_kernel/_cpu_detect.py, the code `import
-kt_kernel` runs), without importing kt_kernel's Python API, which imports torch: the
-extension does not link libtorch, and a run then starts in milliseconds instead of seconds.
+through kt-kernel's own variant loader (kthybrid_serve.ktkernel.load_extension), without
+importing kt_kernel's Python API, which imports torch: the extension does not link
+libtorch, and a run then starts in milliseconds instead of seconds.
 
 Synthetic weights: expert contents do not change the work a kernel does, except where a
 format has a fast path for some values. MXFP4 scales are therefore powers of two, as E8M0
@@ -29,13 +29,10 @@ source), so the working set is real memory while the source stays a few megabyte
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import json
-import mmap
 import os
 import random
 import statistics
-import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -44,14 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-METHODS = ("MXFP4", "AMXINT4", "AMXINT8", "BF16")
-MXFP4_GROUP = 32
+from kthybrid_serve.cpubench.synthetic import Buffer, SourceExpert, bf16_bits, source_expert
+from kthybrid_serve.errors import WorkerError
+from kthybrid_serve.ktkernel import load_extension, moe_class
+from kthybrid_serve.model.experts import METHODS, MXFP4_GROUP, bytes_per_expert
+
 SMAPS_KEYS = ("Rss", "Anonymous", "AnonHugePages", "Shared_Hugetlb", "Private_Hugetlb")
 ROUTING_ROWS = 4096
-
-
-class WorkerError(Exception):
-    """A run that cannot be made; the message is the one line the caller shows."""
 
 
 @dataclass(frozen=True)
@@ -103,27 +99,6 @@ class RunSpec:
         }
 
 
-def bytes_per_expert(method: str, hidden: int, intermediate: int) -> int:
-    """Bytes one expert (gate, up, down) occupies in the method's kernel format.
-
-    This is what decoding one token reads per active expert: MXFP4 is 4-bit E2M1 values plus
-    one E8M0 exponent byte per 32 (the checkpoint's own size); AMXINT4/AMXINT8 are 4/8-bit
-    values plus one float32 scale per output row (kt-kernel's BufferBInt4/Int8 layout); BF16
-    is two bytes per value.
-    """
-    values = 3 * hidden * intermediate
-    rows = 2 * intermediate + hidden
-    if method == "MXFP4":
-        return values // 2 + values // MXFP4_GROUP
-    if method == "AMXINT4":
-        return values // 2 + 4 * rows
-    if method == "AMXINT8":
-        return values + 4 * rows
-    if method == "BF16":
-        return 2 * values
-    raise WorkerError(f"method {method!r} cannot be measured; use one of {', '.join(METHODS)}")
-
-
 def smaps_rollup() -> dict[str, int]:
     """This process's memory counters (bytes) from /proc/self/smaps_rollup."""
     counters = dict.fromkeys(SMAPS_KEYS, 0)
@@ -136,112 +111,6 @@ def smaps_rollup() -> dict[str, int]:
         if key in counters:
             counters[key] = int(rest.split()[0]) * 1024
     return counters
-
-
-class Buffer:
-    """Page-aligned anonymous memory with a stable address, for kt-kernel pointers."""
-
-    def __init__(self, data: bytes) -> None:
-        self.size = max(1, len(data))
-        self._map = mmap.mmap(-1, self.size)
-        self._map.write(data)
-        self._view = (ctypes.c_char * self.size).from_buffer(self._map)
-        self.address = ctypes.addressof(self._view)
-
-
-def load_extension() -> tuple[Any, str, str]:
-    """kt-kernel's extension for this CPU, picked by kt-kernel's own loader.
-
-    Returns (extension, variant, kt-kernel version).
-    """
-    spec = importlib.util.find_spec("kt_kernel")
-    if spec is None or not spec.submodule_search_locations:
-        raise WorkerError("kt-kernel is not installed (no kt_kernel package on sys.path)")
-    package = Path(next(iter(spec.submodule_search_locations)))
-    detect_path = package / "_cpu_detect.py"
-    detect_spec = importlib.util.spec_from_file_location("_kthybrid_kt_cpu_detect", detect_path)
-    if detect_spec is None or detect_spec.loader is None or not detect_path.is_file():
-        raise WorkerError(f"kt-kernel at {package} has no _cpu_detect.py (kt-kernel 0.7.2 has)")
-    detect = importlib.util.module_from_spec(detect_spec)
-    detect_spec.loader.exec_module(detect)
-    ext, variant = detect.initialize()
-    version = "unknown"
-    try:
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as dist_version
-
-        version = dist_version("kt-kernel")
-    except PackageNotFoundError:
-        version = "unknown (no installed distribution; loaded from a path)"
-    return ext, str(getattr(ext, "__cpu_variant__", variant)), version
-
-
-def moe_class(ext: Any, method: str) -> Any:
-    """The MoE class kt-kernel's wrappers pick for the method (kt_kernel/utils/amx.py)."""
-    moe = ext.moe
-    if method == "MXFP4":
-        forced = os.environ.get("KT_MXFP4_BACKEND", "").strip().lower()
-        fast, fallback = (
-            getattr(moe, "AMXFP4_KGroup_MOE", None),
-            getattr(moe, "AVX2MXFP4_MOE", None),
-        )
-        chosen = {"amx": fast, "avx2": fallback}.get(forced, fast or fallback)
-    elif method == "AMXINT4":
-        chosen = getattr(moe, "AMXInt4_MOE", None)
-    elif method == "AMXINT8":
-        chosen = getattr(moe, "AMXInt8_MOE", None)
-    elif method == "BF16":
-        chosen = getattr(moe, "AMXBF16_MOE", None) or getattr(moe, "AVX2BF16_MOE", None)
-    else:
-        raise WorkerError(f"method {method!r} cannot be measured; use one of {', '.join(METHODS)}")
-    if chosen is None:
-        raise WorkerError(f"this kt-kernel build has no {method} kernel for this CPU")
-    return chosen
-
-
-def _bf16_bits(rng: random.Random, count: int, low_exp: int, high_exp: int) -> bytes:
-    """`count` finite bf16 values with exponents in [low_exp, high_exp], little-endian."""
-    out = bytearray(2 * count)
-    for i in range(count):
-        bits = (rng.getrandbits(1) << 15) | (rng.randint(low_exp, high_exp) << 7)
-        bits |= rng.getrandbits(7)
-        out[2 * i] = bits & 0xFF
-        out[2 * i + 1] = bits >> 8
-    return bytes(out)
-
-
-@dataclass
-class SourceExpert:
-    """One expert's weights in the method's layout; every expert of every layer copies it."""
-
-    weights: Buffer
-    scales: Buffer | None
-    per_pool: bool  # AMX formats take per-pool (pre-split) pointers
-
-
-def source_expert(spec: RunSpec, rng: random.Random) -> SourceExpert:
-    hidden, inter = spec.hidden, spec.intermediate
-    values = hidden * inter
-    if spec.method == "MXFP4":
-        # gate/up [I, H/2] and down [H, I/2] hold the same count; scales [rows, cols/32] bf16
-        # powers of two (E8M0 as kt-kernel's loader hands them over), 2^-8 .. 2^-4.
-        block = b"".join(struct.pack("<H", rng.randint(119, 123) << 7) for _ in range(4096))
-        scales = (block * -(-2 * (values // MXFP4_GROUP) // len(block)))[
-            : 2 * values // MXFP4_GROUP
-        ]
-        return SourceExpert(Buffer(rng.randbytes(values // 2)), Buffer(scales), False)
-    if spec.method in {"AMXINT4", "AMXINT8"}:
-        bits = 4 if spec.method == "AMXINT4" else 8
-        scale = struct.pack("<f", 2.0**-10)
-        return SourceExpert(
-            Buffer(rng.randbytes(values * bits // 8)), Buffer(scale * max(hidden, inter)), True
-        )
-    if spec.method == "BF16":
-        # A 64 KiB block of random values repeated: generating every value in Python is slow.
-        block = _bf16_bits(rng, 32768, 115, 122)
-        repeats = -(-2 * values // len(block))
-        return SourceExpert(Buffer((block * repeats)[: 2 * values]), None, False)
-    raise WorkerError(f"method {spec.method!r} cannot be measured; use one of {', '.join(METHODS)}")
 
 
 @contextmanager
@@ -258,32 +127,21 @@ def native_output_to_stderr() -> Iterator[int]:
         libc.fflush(None)
 
 
-def measure(spec: RunSpec) -> dict[str, Any]:
-    if spec.method not in METHODS:
-        raise WorkerError(
-            f"method {spec.method!r} cannot be measured; use one of {', '.join(METHODS)}"
-        )
-    if not spec.pools or any(threads < 1 for _, threads in spec.pools):
-        raise WorkerError(f"every pool needs at least one thread: {list(spec.pools)}")
-    if spec.top_k > spec.experts:
-        raise WorkerError(f"top-k {spec.top_k} exceeds the {spec.experts} experts per layer")
-    ext, variant, version = load_extension()
-    cls = moe_class(ext, spec.method)
-    rng = random.Random(spec.seed)
-    expert_bytes = bytes_per_expert(spec.method, spec.hidden, spec.intermediate)
-    source = source_expert(spec, rng)
-    experts, pools = spec.experts, len(spec.pools)
-
+def _pool_config(ext: Any, spec: RunSpec) -> Any:
+    """kt-kernel's worker pools: pool i has the spec's thread count, pinned to its node."""
     pool_config = ext.WorkerPoolConfig()
-    pool_config.subpool_count = pools
+    pool_config.subpool_count = len(spec.pools)
     pool_config.subpool_numa_map = [node for node, _ in spec.pools]
     pool_config.subpool_thread_count = [threads for _, threads in spec.pools]
+    return pool_config
 
-    mask = (ctypes.c_bool * experts)()  # every expert on the CPU
-    identity = (ctypes.c_int64 * experts)(*range(experts))
-    smaps_before = smaps_rollup()
-    start = time.perf_counter()
-    cpu_infer = ext.CPUInfer(pool_config)
+
+def _load_layers(
+    ext: Any, cls: Any, cpu_infer: Any, spec: RunSpec, source: SourceExpert, pointers: Any
+) -> tuple[list[Any], list[Any]]:
+    """`spec.layers` MoE layers, each loading every expert from the one source expert."""
+    mask, identity = pointers
+    experts, pools = spec.experts, len(spec.pools)
     layers: list[Any] = []
     configs: list[Any] = []
     copies = pools if source.per_pool else 1
@@ -311,17 +169,21 @@ def measure(spec: RunSpec) -> dict[str, Any]:
         cpu_infer.sync()
         layers.append(moe)
         configs.append(config)
-    load_seconds = time.perf_counter() - start
-    smaps_after = smaps_rollup()
+    return layers, configs
 
-    top_k = spec.top_k
+
+def _decode_step(
+    cpu_infer: Any, layers: list[Any], spec: RunSpec, rng: random.Random
+) -> Callable[[], None]:
+    """One token's decode: every layer in turn, top-k random experts, a submit and sync each."""
+    top_k, experts = spec.top_k, spec.experts
     routing = (ctypes.c_int64 * (ROUTING_ROWS * top_k))()
     for row in range(ROUTING_ROWS):
         routing[row * top_k : (row + 1) * top_k] = rng.sample(range(experts), top_k)
     ids_base = ctypes.addressof(routing)
     weights = (ctypes.c_float * top_k)(*([1.0 / top_k] * top_k))
     qlen = (ctypes.c_int32 * 1)(1)
-    hidden_in = Buffer(_bf16_bits(rng, spec.hidden, 118, 126))
+    hidden_in = Buffer(bf16_bits(rng, spec.hidden, 118, 126))
     hidden_out = Buffer(bytes(2 * spec.hidden))
     submit, sync = cpu_infer.submit, cpu_infer.sync
     tasks: list[Callable[..., Any]] = [moe.forward_task for moe in layers]
@@ -329,6 +191,7 @@ def measure(spec: RunSpec) -> dict[str, Any]:
 
     def token() -> None:
         nonlocal row
+        _ = routing  # the routing table lives as long as the step that reads it
         for forward in tasks:
             ids = ids_base + (row % ROUTING_ROWS) * top_k * 8
             row += 1
@@ -340,12 +203,18 @@ def measure(spec: RunSpec) -> dict[str, Any]:
             )  # fmt: skip
             sync()
 
+    return token
+
+
+def _timed(
+    token: Callable[[], None], spec: RunSpec, per_token: int
+) -> tuple[list[float], int, float]:
+    """Warm up, then GB/s per segment; returns (rates, tokens, seconds measured)."""
     warm_end = time.perf_counter() + spec.warmup_seconds
     token()
     while time.perf_counter() < warm_end:
         token()
     segment_seconds = spec.seconds / spec.segments
-    per_token = len(layers) * top_k * expert_bytes
     rates: list[float] = []
     tokens_total = 0
     measured = 0.0
@@ -361,6 +230,37 @@ def measure(spec: RunSpec) -> dict[str, Any]:
         rates.append(tokens * per_token / elapsed / 1e9)
         tokens_total += tokens
         measured += elapsed
+    return rates, tokens_total, measured
+
+
+def measure(spec: RunSpec) -> dict[str, Any]:
+    if spec.method not in METHODS:
+        raise WorkerError(
+            f"method {spec.method!r} cannot be measured; use one of {', '.join(METHODS)}"
+        )
+    if not spec.pools or any(threads < 1 for _, threads in spec.pools):
+        raise WorkerError(f"every pool needs at least one thread: {list(spec.pools)}")
+    if spec.top_k > spec.experts:
+        raise WorkerError(f"top-k {spec.top_k} exceeds the {spec.experts} experts per layer")
+    ext, variant, version = load_extension()
+    cls = moe_class(ext, spec.method)
+    rng = random.Random(spec.seed)
+    expert_bytes = bytes_per_expert(spec.method, spec.hidden, spec.intermediate)
+    source = source_expert(spec, rng)
+    experts = spec.experts
+    pool_config = _pool_config(ext, spec)
+
+    mask = (ctypes.c_bool * experts)()  # every expert on the CPU
+    identity = (ctypes.c_int64 * experts)(*range(experts))
+    smaps_before = smaps_rollup()
+    start = time.perf_counter()
+    cpu_infer = ext.CPUInfer(pool_config)
+    layers, configs = _load_layers(ext, cls, cpu_infer, spec, source, (mask, identity))
+    load_seconds = time.perf_counter() - start
+    smaps_after = smaps_rollup()
+
+    token = _decode_step(cpu_infer, layers, spec, rng)
+    rates, tokens_total, measured = _timed(token, spec, len(layers) * spec.top_k * expert_bytes)
     del layers, configs
     del cpu_infer
     return {
@@ -389,7 +289,7 @@ def main(argv: list[str]) -> int:
     with native_output_to_stderr() as result_fd:
         try:
             if len(argv) != 1:
-                raise WorkerError("usage: python -m kthybrid_serve.ktworker '<spec JSON>'")
+                raise WorkerError("usage: python -m kthybrid_serve.cpubench.worker '<spec JSON>'")
             try:
                 spec = RunSpec.from_json(json.loads(argv[0]))
             except (ValueError, KeyError, TypeError) as error:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kthybrid_serve.errors import GpuMemoryError
-from kthybrid_serve.gpus import Gpu
-from kthybrid_serve.model import ModelFacts
-from kthybrid_serve.plan_items import BudgetLine, PlanItem
+from kthybrid_serve.host.gpus import Gpu
+from kthybrid_serve.model.model import ModelFacts
+from kthybrid_serve.plan.items import BudgetLine, PlanItem
 from kthybrid_serve.units import gib
 
 KV_BYTES_PER_ELEMENT = 2  # BF16 KV cache: the upper bound of what sglang allocates

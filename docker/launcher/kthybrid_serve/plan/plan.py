@@ -5,27 +5,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from kthybrid_serve.command import (
+from kthybrid_serve.errors import GpuCountError, NoGpuError, WeightFormatError
+from kthybrid_serve.host.host import HostFacts
+from kthybrid_serve.model.experts import cpu_expert_bytes, decode_ceiling, expert_shape
+from kthybrid_serve.model.model import ModelFacts
+from kthybrid_serve.model.weights import CpuWeights
+from kthybrid_serve.plan.command import (
     KtFlags,
     default_items,
     numa_prefix,
     plan_env,
     sglang_argv,
 )
-from kthybrid_serve.cpubench import decode_ceiling, expert_shape
-from kthybrid_serve.errors import GpuCountError, NoGpuError, WeightFormatError
-from kthybrid_serve.gpu_budget import ExpertPlan, GpuRequest, plan_gpu_experts
-from kthybrid_serve.host import HostFacts
-from kthybrid_serve.hugepages import small_page_share
-from kthybrid_serve.memory import cpu_expert_bytes, host_memory_needed
-from kthybrid_serve.method import check_variant, choose_method
-from kthybrid_serve.model import CpuWeights, ModelFacts
-from kthybrid_serve.plan_items import BudgetLine, PlanItem
-from kthybrid_serve.runtime_needs import ImageFacts, check_runtime_needs
+from kthybrid_serve.plan.gpu_budget import ExpertPlan, GpuRequest, plan_gpu_experts
+from kthybrid_serve.plan.hugepages import small_page_share
+from kthybrid_serve.plan.items import BudgetLine, PlanItem
+from kthybrid_serve.plan.memory import host_memory_needed
+from kthybrid_serve.plan.method import check_variant, choose_method
+from kthybrid_serve.plan.records import Tuned, ceiling_item, tuned_threads
+from kthybrid_serve.plan.runtime_needs import ImageFacts, check_runtime_needs
+from kthybrid_serve.plan.targets import Target, TargetData
+from kthybrid_serve.plan.threads import ThreadPlan, ThreadRequest, plan_threads
 from kthybrid_serve.settings import Settings
-from kthybrid_serve.targets import Target, TargetData
-from kthybrid_serve.threads import ThreadPlan, ThreadRequest, plan_threads
-from kthybrid_serve.tuning import Tuned, ceiling_item, tuned_threads
 from kthybrid_serve.units import gib
 
 

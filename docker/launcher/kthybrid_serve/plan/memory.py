@@ -8,23 +8,12 @@ from __future__ import annotations
 
 import math
 
-from kthybrid_serve.model import CpuWeights
 from kthybrid_serve.units import GIB
 
 EXPERT_OVERHEAD_FRACTION = 0.05  # kt-kernel's per-pool buffers and loader copies
 RUNTIME_BYTES = 8 * GIB  # Python processes, torch, CUDA context, pinned staging buffers
 CHART_SHM_GIB = 16  # the chart's memory-backed /dev/shm (counts against the pod's limit)
 CHART_HEADROOM_GIB = 32  # the chart's allocator and page-cache slack above the launcher's need
-
-
-def cpu_expert_bytes(weights: CpuWeights, on_cpu: bool) -> int:
-    """Routed experts KT-Kernel keeps in host memory, GPU-resident ones included.
-
-    Dynamic expert updates can swap any expert onto the GPU, so kt-kernel holds
-    them all. The MTP draft's experts are not here: sglang-kt builds the draft with
-    KT offload switched off, so they live on the GPU.
-    """
-    return weights.routed_bytes if on_cpu else 0
 
 
 def expert_memory_with_overhead(expert_bytes: int) -> int:

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kthybrid_serve.host import HostFacts
-from kthybrid_serve.hostfs import HostTree
+from kthybrid_serve.host.host import HostFacts
+from kthybrid_serve.host.hostfs import HostTree
 from kthybrid_serve.units import MIB
 
 HUGETLB_PAGE = 2 * MIB

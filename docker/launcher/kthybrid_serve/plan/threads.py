@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 
 from kthybrid_serve.errors import CpuTopologyError
-from kthybrid_serve.host import HostFacts
-from kthybrid_serve.plan_items import PlanItem
+from kthybrid_serve.host.host import HostFacts
+from kthybrid_serve.plan.items import PlanItem
 
 # One process per GPU (scheduler) plus these two: HTTP server/tokenizer, detokenizer.
 PROCESSES_PER_NODE = 2

@@ -1,4 +1,4 @@
-"""Read a model directory (config.json, safetensors index and headers) and the CPU weights."""
+"""Read a model directory: config.json, the safetensors index and the shards' headers."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kthybrid_serve.errors import ModelIncompleteError, WeightFormatError
-from kthybrid_serve.hostfs import read_regular
-from kthybrid_serve.shards import ShardHeader, TensorInfo, read_safetensors_header, read_whole
+from kthybrid_serve.errors import ModelIncompleteError
+from kthybrid_serve.host.hostfs import read_regular
+from kthybrid_serve.model.shards import ShardHeader, TensorInfo, read_safetensors_header, read_whole
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -17,19 +17,8 @@ MAX_CONFIG_BYTES = 4 * 1024**2
 MAX_INDEX_BYTES = 64 * 1024**2
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ROUTED = re.compile(r"(?:^|\.)experts\.")
+ROUTED = re.compile(r"(?:^|\.)experts\.")
 _LAYER = re.compile(r"(?:^|\.)layers\.([0-9]{1,9})\.")
-
-
-@dataclass(frozen=True)
-class CpuWeights:
-    """The weights KT-Kernel reads for the CPU experts (`--kt-weight-path`)."""
-
-    path: str
-    format: str  # MXFP4, AMXINT4, AMXINT8, BF16, FP8
-    routed_bytes: int
-    numa_count: int | None  # converted AMX weights are split per NUMA node at conversion
-    same_as_model: bool
 
 
 @dataclass(frozen=True)
@@ -178,7 +167,7 @@ def _is_mtp(name: str, num_layers: int) -> bool:
     return match is not None and int(match.group(1)) >= num_layers
 
 
-def _routed_format(tensors: list[TensorInfo]) -> str:
+def routed_format(tensors: list[TensorInfo]) -> str:
     dtypes = {t.dtype for t in tensors if t.name.endswith("weight")}
     scales = {t.dtype for t in tensors if not t.name.endswith("weight")}
     if dtypes & {"I8", "U8"} and "F8_E8M0" in scales:
@@ -214,7 +203,7 @@ def _tally(headers: list[ShardHeader], num_layers: int) -> _Tally:
     routed: list[TensorInfo] = []
     sums = {"routed": 0, "mtp_routed": 0, "mtp_other": 0, "other": 0}
     for tensor in (t for h in headers for t in h.tensors):
-        is_routed = _ROUTED.search(tensor.name) is not None and "shared" not in tensor.name
+        is_routed = ROUTED.search(tensor.name) is not None and "shared" not in tensor.name
         if _is_mtp(tensor.name, num_layers):
             sums["mtp_routed" if is_routed else "mtp_other"] += tensor.nbytes
         elif is_routed:
@@ -285,7 +274,7 @@ def read_model(path: str) -> ModelFacts:
         mtp_routed_bytes=tally.mtp_routed,
         mtp_other_bytes=tally.mtp_other,
         other_bytes=tally.other,
-        routed_format=_routed_format(tally.routed),
+        routed_format=routed_format(tally.routed),
         revision=read_revision(model_dir),
     )
 
@@ -311,48 +300,3 @@ def read_revision(model_dir: Path) -> str | None:
     if not commits:
         return None
     return commits.pop() if len(commits) == 1 else "mixed: " + ", ".join(sorted(commits)[:3])
-
-
-def read_cpu_weights(path: str, model: ModelFacts) -> CpuWeights:
-    """Recognise the CPU expert weights: the checkpoint's own, or converted AMX ones."""
-    weight_dir = Path(path)
-    same = weight_dir.resolve() == Path(model.path).resolve()
-    path = str(weight_dir.absolute())
-    if same:
-        return CpuWeights(path, model.routed_format, model.routed_bytes, None, True)
-    if not weight_dir.is_dir():
-        raise WeightFormatError(
-            f"--kt-weight-path {path} does not exist; point it at the checkpoint (MXFP4) "
-            "or at converted AMXINT4 weights (`kthybrid-serve convert`)"
-        )
-    layer_dirs = sorted(
-        p for p in weight_dir.iterdir() if re.fullmatch(r"_layer_[0-9]{1,6}", p.name)
-    )
-    if layer_dirs:
-        numa_dirs = [
-            p for p in layer_dirs[0].iterdir() if re.fullmatch(r"_numa_[0-9]{1,4}", p.name)
-        ]
-        files = [f for layer in layer_dirs for f in layer.rglob("*") if f.is_file()]
-        int8 = any(f.name.upper().startswith("INT8") for f in files[:64])
-        size = sum(f.stat().st_size for f in files)
-        if len(layer_dirs) < model.moe_layers:
-            raise WeightFormatError(
-                f"converted weights in {path} cover {len(layer_dirs)} of {model.moe_layers} MoE "
-                "layers; the conversion did not finish, run `kthybrid-serve convert` again"
-            )
-        return CpuWeights(path, "AMXINT8" if int8 else "AMXINT4", size, len(numa_dirs), False)
-    shards = sorted(weight_dir.glob("*.safetensors"))
-    if not shards:
-        raise WeightFormatError(
-            f"--kt-weight-path {path} holds no _layer_* directories and no .safetensors files"
-        )
-    tensors = [t for s in shards for t in read_safetensors_header(s).tensors]
-    numa_ids = [
-        int(m.group(1)) for t in tensors if (m := re.search(r"\.numa\.([0-9]{1,4})\.", t.name))
-    ]
-    routed = [t for t in tensors if _ROUTED.search(t.name) or "_exps." in t.name]
-    size = sum(t.nbytes for t in routed)
-    if numa_ids:
-        method = "AMXINT8" if "int8" in weight_dir.name.lower() else "AMXINT4"
-        return CpuWeights(path, method, size, max(numa_ids) + 1, False)
-    return CpuWeights(path, _routed_format(routed), size, None, False)
