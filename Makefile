@@ -162,3 +162,7 @@ clean: ## Remove containers left by tests, dangling images and build leftovers (
 	-docker ps -aq --filter label=io.kthybrid.test | xargs -r docker rm -f -v
 	-docker image prune -f
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: prometheus-image
+prometheus-image: venv base ## Build kthybrid-prometheus:latest (Debian's prometheus, compose's monitoring profile)
+	$(BIN)/python -m builder build-aux prometheus --repository $(REPOSITORY)
