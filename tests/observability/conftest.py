@@ -14,6 +14,7 @@ import pytest
 from observability_stack import (
     CONTAINER,
     RULES,
+    SGLANG_NAMES,
     STANDIN_START_TIMEOUT,
     Prometheus,
     StandIn,
@@ -58,7 +59,13 @@ def prometheus(standin: StandIn) -> Iterator[Prometheus]:
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": ["kthybrid.rules.yaml"],
-        "scrape_configs": [{"job_name": "kthybrid", "static_configs": targets}],
+        "scrape_configs": [
+            {
+                "job_name": "kthybrid",
+                "static_configs": targets,
+                "metric_relabel_configs": SGLANG_NAMES,
+            }
+        ],  # fmt: skip
     }
     (work / "prometheus.yml").write_text(json.dumps(config))
     port = free_port()

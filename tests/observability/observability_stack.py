@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "helm/kthybrid/files/monitoring"
 RULES = MONITORING / "kthybrid.rules.yaml"
 DASHBOARD = MONITORING / "dashboard.json"
+# compose/monitoring/prometheus.yml's relabelling (a test ties the two): sglang's names as
+# sglang spells them, whether Prometheus scraped OpenMetrics (sglang_x) or text (sglang:x).
+SGLANG_NAMES = [{"source_labels": ["__name__"], "regex": "sglang_(.+)",
+                 "target_label": "__name__", "replacement": "sglang:$1"}]  # fmt: skip
 API_KEY = "obs-test-key-0123456789"
 GPU = "NVIDIA GeForce RTX 5090,32607MiB,12.0"
 # A MoE with DeepSeek-V4-Flash's expert shapes but not its run-time needs (nvcc, which an

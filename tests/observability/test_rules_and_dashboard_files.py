@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from builder.dashboard import dashboard_text
 
@@ -47,3 +48,10 @@ def test_compose_ships_the_charts_monitoring_files(name: str) -> None:
     assert (COMPOSE_MONITORING / name).read_bytes() == (MONITORING / name).read_bytes(), (
         f"copy helm/kthybrid/files/monitoring/{name} to compose/monitoring/"
     )
+
+
+def test_compose_and_the_test_prometheus_relabel_sglangs_names_alike() -> None:
+    from observability_stack import SGLANG_NAMES
+
+    config = yaml.safe_load((COMPOSE_MONITORING / "prometheus.yml").read_text())
+    assert config["scrape_configs"][0]["metric_relabel_configs"] == SGLANG_NAMES
