@@ -65,7 +65,7 @@ def prometheus(standin: StandIn) -> Iterator[Prometheus]:
                 "static_configs": targets,
                 "metric_relabel_configs": SGLANG_NAMES,
             }
-        ],  # fmt: skip
+        ],
     }
     (work / "prometheus.yml").write_text(json.dumps(config))
     port = free_port()
