@@ -45,6 +45,7 @@ class AuxImage:
     entrypoint: tuple[str, ...]
     command: tuple[str, ...]
     check: tuple[str, ...]
+    healthcheck: tuple[str, ...]
 
 
 def _words(entry: dict[str, Any], key: str, name: str) -> tuple[str, ...]:
@@ -73,7 +74,8 @@ def _image(name: str, entry: object) -> AuxImage:
         raise BuilderError(f"{DATA.name}: {name}.expose must be a list of ports")
     return AuxImage(name, str(entry.get("description", name)), apt, user, workdir, writable,
                     tuple(expose), _words(entry, "entrypoint", name),
-                    _words(entry, "command", name), _words(entry, "check", name))  # fmt: skip
+                    _words(entry, "command", name), _words(entry, "check", name),
+                    _words(entry, "healthcheck", name))  # fmt: skip
 
 
 def load_aux_images(path: Path = DATA) -> dict[str, AuxImage]:
