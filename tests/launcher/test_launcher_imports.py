@@ -30,6 +30,7 @@ RANK = {
     "convert": 4,
     "client": 4,
     "validate": 5,
+    "metrics": 5,
     "report": 6,
     "workflow": 6,
     "cpubench": 6,

@@ -6,12 +6,14 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from kthybrid_serve import __version__
 from kthybrid_serve.errors import LauncherError, UsageError
 from kthybrid_serve.external import reachable_host
+from kthybrid_serve.metrics import prepare_metrics
 from kthybrid_serve.report import (
     checks_json,
     error_json,
@@ -130,6 +132,9 @@ def run_serve(settings: Settings) -> int:
         raise numactl.error
     env = {k: v for k, v in os.environ.items() if k not in planned.plan.env_unset}
     env.update(planned.plan.env)
+    if settings.enable_metrics:
+        name = settings.served_model_name or planned.model.served_name
+        env.update(prepare_metrics(planned.plan, settings, name, env, time.time()))
     return _exec(planned.plan.argv, env)
 
 

@@ -103,6 +103,12 @@ class TuneError(LauncherError):
     exit_code = 28
 
 
+class MetricsError(LauncherError):
+    """The plan's metrics cannot be written for sglang's /metrics (names the directory)."""
+
+    exit_code = 29
+
+
 class ServerAnswerError(LauncherError):
     """`chat` or `bench-serve`: the server cannot be reached, refuses the key, or drops out."""
 
@@ -130,6 +136,7 @@ ALL_ERRORS: tuple[type[LauncherError], ...] = (
     DiskSpaceError,
     BenchError,
     TuneError,
+    MetricsError,
     ServerAnswerError,
 )
 

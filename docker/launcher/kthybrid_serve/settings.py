@@ -30,6 +30,7 @@ from kthybrid_serve.parsers import (
     path,
 )
 
+LOG_FORMATS: Final = ("off", "text", "json")
 NUMA_POLICIES: Final = ("interleave", "interleave-all", "local", "none")
 CPU_VARIANTS: Final = ("amx", "avx512_bf16", "avx512_vbmi", "avx512_vnni", "avx512_base", "avx2")
 KT_METHODS: Final = ("MXFP4", "AMXINT4", "AMXINT8", "BF16", "FP8")
@@ -182,6 +183,20 @@ class Settings:
     node_rank: int = option(0, OptionSpec("this node's rank, below nnodes", int_in(0, 1023)))
     dist_init_addr: str | None = option(None, OptionSpec(
         "rank 0's HOST:PORT for multi-node", host_port, shown_default="-"))
+    # -- metrics, request logs, tracing (sglang's own; see kthybrid_serve/metrics.py)
+    enable_metrics: bool = option(True, OptionSpec(
+        "serve /metrics (sglang's --enable-metrics) with the plan's gauges (kthybrid_plan_*)",
+        parse_bool, kind="bool", helm="metrics.enabled"))
+    metrics_all_schedulers: bool | None = option(None, OptionSpec(
+        "every tensor-parallel rank's scheduler records metrics "
+        "(--enable-metrics-for-all-schedulers)", parse_bool, kind="bool",
+        shown_default="on when tp-size > 1"))
+    log_requests: str = option("off", OptionSpec(
+        "sglang's request log: off, text or json (--log-requests --log-requests-format)",
+        choice(LOG_FORMATS), choices=LOG_FORMATS, helm="metrics.requestLogs"))
+    otlp_traces_endpoint: str | None = option(None, OptionSpec(
+        "OpenTelemetry collector HOST:PORT for sglang's traces (--enable-trace)", host_port,
+        shown_default="no tracing", helm="metrics.otlpTracesEndpoint"))
     # -- anything else sglang takes
     extra_args: tuple[str, ...] = option((), OptionSpec(
         "extra sglang arguments as a JSON array of strings", json_args,

@@ -70,6 +70,14 @@ unset and null mean "the launcher's default", and the variable is then left out.
 - name: KTHYBRID_MEM_FRACTION_STATIC
   value: {{ $v.server.memFractionStatic | toString | quote }}
 {{- end }}
+{{- if include "kthybrid.isSet" $v.metrics.requestLogs }}
+- name: KTHYBRID_LOG_REQUESTS
+  value: {{ $v.metrics.requestLogs | toString | quote }}
+{{- end }}
+{{- if include "kthybrid.isSet" $v.metrics.otlpTracesEndpoint }}
+- name: KTHYBRID_OTLP_TRACES_ENDPOINT
+  value: {{ $v.metrics.otlpTracesEndpoint | toString | quote }}
+{{- end }}
 {{- with $v.server.extraArgs }}
 - name: KTHYBRID_EXTRA_ARGS
   value: {{ toJson . | quote }}
@@ -118,6 +126,9 @@ unset and null mean "the launcher's default", and the variable is then left out.
 - name: KTHYBRID_HUGEPAGES
   value: {{ $v.hugepages.enabled | toString | quote }}
 {{- include "kthybrid.launcherOptionsEnv" $root }}
+{{- /* metrics.enabled is read by the chart's templates too (monitors, dashboard, network policy). */}}
+- name: KTHYBRID_ENABLE_METRICS
+  value: {{ $v.metrics.enabled | toString | quote }}
 {{- if $v.apiKey.enabled }}
 - name: KTHYBRID_API_KEY_FILE
   value: {{ include "kthybrid.apiKeyFile" $root | quote }}

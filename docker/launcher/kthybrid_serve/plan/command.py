@@ -157,6 +157,7 @@ def sglang_argv(model: ModelFacts, settings: Settings, kt: KtFlags | None, tp: i
     ):
         if enabled:
             argv.append(flag)
+    argv += observability_argv(s, tp)
     if s.mtp:
         argv += [
             "--speculative-algorithm", "EAGLE",
@@ -170,6 +171,22 @@ def sglang_argv(model: ModelFacts, settings: Settings, kt: KtFlags | None, tp: i
         if s.dist_init_addr:
             argv += ["--dist-init-addr", s.dist_init_addr]
     return argv + list(s.extra_args)
+
+
+def observability_argv(s: Settings, tp: int) -> list[str]:
+    """sglang's metrics, request-log and tracing flags (checked against sglang-kt 0.7.2's
+    parser in tests/observability)."""
+    argv: list[str] = []
+    if s.enable_metrics:
+        argv.append("--enable-metrics")
+        every_rank = s.metrics_all_schedulers
+        if every_rank if every_rank is not None else tp > 1:
+            argv.append("--enable-metrics-for-all-schedulers")
+    if s.log_requests != "off":
+        argv += ["--log-requests", "--log-requests-format", s.log_requests]
+    if s.otlp_traces_endpoint is not None:
+        argv += ["--enable-trace", "--otlp-traces-endpoint", s.otlp_traces_endpoint]
+    return argv
 
 
 SHOWN_DEFAULTS = (

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kthybrid_serve.errors import GpuCountError, NoGpuError, WeightFormatError
 from kthybrid_serve.host.host import HostFacts
-from kthybrid_serve.model.experts import cpu_expert_bytes, expert_shape
+from kthybrid_serve.model.experts import cpu_expert_bytes, decode_ceiling, expert_shape
 from kthybrid_serve.model.model import ModelFacts
 from kthybrid_serve.model.weights import CpuWeights
 from kthybrid_serve.plan.command import (
@@ -52,6 +52,8 @@ class Plan:
     env_unset: tuple[str, ...]
     argv: tuple[str, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Decode tokens/s the CPU experts allow at the measured bandwidth; None until tuned.
+    cpu_decode_ceiling: float | None = None
 
 
 def _tp(host: HostFacts, settings: Settings) -> tuple[int, int]:
@@ -147,11 +149,16 @@ def make_plan(
     needs_item = check_runtime_needs(target, model, data, image, experts.gpu_only or chunk_reaches)
     items: list[PlanItem] = []
     kt: KtFlags | None = None
+    ceiling_value: float | None = None
     if experts.gpu_only:
         items.append(experts.item)
     else:
         method_item, threads, tuned = _kt_side(host, model, weights, settings, gpus_local, environ)
         ceiling = ceiling_item(tuned, expert_shape(model), method_item.value, experts.count)
+        if tuned is not None:
+            ceiling_value = decode_ceiling(
+                tuned.gbps, expert_shape(model), method_item.value, experts.count
+            )
         kt = KtFlags(threads, experts.count, method_item.value, weights.path)
         weight_item = PlanItem(
             "--kt-weight-path", weights.path,
@@ -159,8 +166,9 @@ def make_plan(
             _source(settings, "kt_weight_path"),
         )  # fmt: skip
         items += [*threads.items, experts.item, method_item, weight_item, ceiling]
-    return _assemble(host, model, weights, settings, environ, experts, kt, tp, gpus_local,
+    plan = _assemble(host, model, weights, settings, environ, experts, kt, tp, gpus_local,
                      target, [*items, needs_item])  # fmt: skip
+    return replace(plan, cpu_decode_ceiling=ceiling_value)
 
 
 def _assemble(
