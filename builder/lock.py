@@ -17,13 +17,14 @@ STACK_LOCK = LOCK_DIR / "stack.lock"
 REPLACEMENTS_LOCK = LOCK_DIR / "replacements.lock"
 BUILD_TOOLS_LOCK = LOCK_DIR / "build-tools.lock"
 SBOM_TOOLS_LOCK = LOCK_DIR / "sbom-tools.lock"
+ROUTER_LOCK = LOCK_DIR / "router.lock"
 
 # Installer and wheel builder used inside the image build (never in the image); hashed too.
 BUILD_TOOLS = ("uv==0.9.5", "setuptools==80.9.0", "wheel==0.45.1")
 # The CycloneDX library that writes the image's SBOM in a build-only stage; hashed too.
 SBOM_TOOLS = ("cyclonedx-python-lib==11.12.0",)
 # What `python -m builder lock --only NAME` can resolve alone, leaving the other locks as they are.
-LOCK_NAMES = ("stack", "build-tools", "sbom-tools")
+LOCK_NAMES = ("stack", "build-tools", "sbom-tools", "router")
 
 _ENTRY_START = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
@@ -140,6 +141,15 @@ def write_locks(
             index_url,
             "The CycloneDX library that writes the image's SBOM (a build-only stage; "
             "not in the image).",
+        )
+    if only in (None, "router"):
+        from builder.router import load_router_requirements
+
+        outputs[ROUTER_LOCK] = _tools_lock(
+            tuple(f"{r.name}=={r.version}" for r in load_router_requirements()),
+            versions,
+            index_url,
+            "The router image's Python environment (docker/router; versions.yaml `router`).",
         )
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     # Write each file atomically so an interrupted run leaves the old lock intact.

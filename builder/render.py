@@ -310,6 +310,9 @@ def render_all(
         rendered = _with_block(path, start, end, block)
         if rendered is not None:
             files.append(RenderedFile(path, rendered, root))
+    from builder.router import render_router_dockerfile  # imports this module
+
+    files.append(render_router_dockerfile(versions, root))
     launcher_readme = root / "docker" / "launcher" / "README.md"
     options = _with_block(launcher_readme, OPTIONS_START, OPTIONS_END, _options_table())
     if options is not None:
