@@ -90,12 +90,6 @@ def router_args(argv: list[str], key: str) -> Any:
 
     from sglang_router.router_args import RouterArgs
 
-    refused = secret_options_in(argv)
-    if refused:
-        raise RouterEntryError(
-            f"{', '.join(refused)} would put a secret on the command line: the key comes from "
-            f"the file {KEY_FILE_VARIABLE} names; remove the option"
-        )
     parser = argparse.ArgumentParser(
         prog="kthybrid_router",
         description="sglang-router with the API key from $" + KEY_FILE_VARIABLE,
@@ -109,6 +103,12 @@ def router_args(argv: list[str], key: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     try:
+        refused = secret_options_in(arguments)
+        if refused:
+            raise RouterEntryError(
+                f"{', '.join(refused)} would put a secret on the command line: the key comes "
+                f"from the file {KEY_FILE_VARIABLE} names; remove the option"
+            )
         key = key_from_environment(dict(os.environ))
         args = router_args(arguments, key)
         from sglang_router.router import Router
