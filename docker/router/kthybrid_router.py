@@ -49,19 +49,28 @@ def secret_options_in(argv: list[str]) -> list[str]:
 
 
 def read_key(path: str) -> str:
-    """The key in `path`: a regular file of one line of 16 to 4096 printable ASCII characters."""
+    """The key in `path`: a regular file of at most 4096 bytes holding one line of 16 or more
+    printable ASCII characters (the servers' rule, kthybrid_serve.apikey)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
         raise RouterEntryError(
             f"{KEY_FILE_VARIABLE} {path} does not exist: mount the key file there"
         ) from None
     except OSError as error:
         raise RouterEntryError(f"{KEY_FILE_VARIABLE} {path}: {error.strerror}") from None
-    with os.fdopen(descriptor, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
             raise RouterEntryError(f"{KEY_FILE_VARIABLE} {path} is not a regular file")
-        raw = stream.read(MAX_KEY_BYTES + 2)
+        if info.st_size > MAX_KEY_BYTES:
+            raise RouterEntryError(
+                f"{KEY_FILE_VARIABLE} {path} is larger than {MAX_KEY_BYTES} bytes: it must hold "
+                f"one key of 16 to {MAX_KEY_BYTES} printable characters"
+            )
+        raw = os.read(descriptor, MAX_KEY_BYTES + 1)
+    finally:
+        os.close(descriptor)
     try:
         key = raw.decode("ascii").strip()
     except UnicodeDecodeError:

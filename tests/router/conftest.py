@@ -155,7 +155,8 @@ def stop_router(router: Router) -> None:
 
 @pytest.fixture(scope="session")
 def backends() -> Iterator[list[Backend]]:
-    started = [start_backend(f"backend-{i}", KEY) for i in range(3)]
+    # Each completion takes 0.3 s, so that concurrent requests load the backends unevenly.
+    started = [start_backend(f"backend-{i}", KEY, delay=0.3) for i in range(3)]
     yield started
     for backend in started:
         backend.stop()

@@ -11,13 +11,16 @@ which backend served what and with which credentials. Standard library only.
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MODEL = "standin-model"
 OPEN_PREFIXES = ("/health", "/metrics")
+COMPLETIONS = ("/generate", "/v1/chat/completions", "/v1/completions")
 
 
 @dataclass
@@ -32,7 +35,9 @@ class Seen:
 class Backend:
     name: str
     key: str
-    server: ThreadingHTTPServer
+    server: _Server
+    # Seconds each completion takes, as a busy hybrid server's do.
+    delay: float = 0.0
     seen: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,9 +58,15 @@ class Backend:
             return [s for s in self.seen if path is None or s.path == path]
 
     def stop(self) -> None:
-        """Gone as a crashed server is: the port refuses connections from now on."""
+        """Gone as a crashed server is: open connections are cut, the port refuses new ones."""
         self.server.shutdown()
         self.server.server_close()
+        with self.server.connections_lock:
+            for connection in self.server.connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -80,6 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not path.startswith(OPEN_PREFIXES) and authorization != f"Bearer {backend.key}":
             self._answer(401, {"error": {"message": "Unauthorized"}})
             return
+        if backend.delay and path in COMPLETIONS:
+            time.sleep(backend.delay)
         self._answer(200, _payload(path, body, backend.name))
 
     do_GET = _handle
@@ -93,6 +106,16 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     backend: Backend
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.connections: list[socket.socket] = []
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.append(request)
+        super().process_request(request, client_address)
 
 
 def _payload(path: str, body: bytes, name: str) -> Any:
@@ -127,10 +150,10 @@ def _payload(path: str, body: bytes, name: str) -> Any:
     }
 
 
-def start_backend(name: str, key: str) -> Backend:
+def start_backend(name: str, key: str, delay: float = 0.0) -> Backend:
     """A stand-in on a free loopback port, serving in a daemon thread."""
-    server = _Server(("127.0.0.1", 0), _Handler)
-    backend = Backend(name, key, server)
+    server = _Server()
+    backend = Backend(name, key, server, delay)
     server.backend = backend
     threading.Thread(target=server.serve_forever, name=f"backend-{name}", daemon=True).start()
     return backend

@@ -41,6 +41,6 @@ def test_the_key_is_in_no_argument_environment_or_log_of_the_router(router: Rout
     assert KEY not in config
     assert KEY not in router.logs()
     top = subprocess.run(
-        ["docker", "top", router.container, "-eo", "args"], capture_output=True, text=True
+        ["docker", "top", router.container, "-eo", "pid,args"], capture_output=True, text=True
     )
     assert "kthybrid_router" in top.stdout and KEY not in top.stdout

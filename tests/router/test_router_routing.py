@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from conftest import Router, chat, served_by
 
 
-def test_distinct_prompts_spread_over_every_backend(router: Router) -> None:
-    served = Counter()
-    for i in range(30):
-        status, body = chat(router, f"conversation {i}: " + f"{i:04d} " * 40)
-        assert status == 200, body
-        served[served_by(body)] += 1
+def conversation(i: int) -> str:
+    return f"Conversation {i}. The system prompt of conversation {i}: " + f"rule {i} " * 60
+
+
+def test_concurrent_conversations_spread_over_every_backend(router: Router) -> None:
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(lambda i: chat(router, f"spread {i}: " + conversation(i)), range(12)))
+    assert [status for status, _ in results] == [200] * 12
+    served = Counter(served_by(body) for _, body in results)
     assert set(served) == {b.name for b in router.backends}, served
 
 
-def test_same_prefix_goes_to_the_backend_that_served_it_under_cache_aware(router: Router) -> None:
-    prefix = "You are a careful assistant. Shared system prompt for one conversation. " * 8
-    status, body = chat(router, prefix + "first turn")
-    assert status == 200, body
-    first = served_by(body)
-    followers = {served_by(chat(router, prefix + f"turn {i}")[1]) for i in range(12)}
-    assert followers == {first}
+def test_a_conversation_stays_on_the_backend_that_cached_its_prefix(router: Router) -> None:
+    """cache_aware: the follow-ups of each conversation go where its first turn went, whether
+    they come one by one or all at once (round_robin, for contrast, rotates them)."""
+    turns = range(100, 106)
+    with ThreadPoolExecutor(6) as pool:
+        first = dict(zip(turns, pool.map(lambda i: served_by(chat(router, conversation(i))[1]), turns)))
+    assert len(set(first.values())) > 1, f"the first turns did not spread: {first}"
+    one_by_one = {i: served_by(chat(router, conversation(i) + " follow-up")[1]) for i in turns}
+    with ThreadPoolExecutor(6) as pool:
+        together = dict(
+            zip(turns, pool.map(lambda i: served_by(chat(router, conversation(i) + " more")[1]), turns))
+        )
+    assert one_by_one == first
+    assert together == first
 
 
 def test_a_killed_backend_is_routed_around_without_a_lost_request(
