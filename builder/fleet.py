@@ -92,11 +92,11 @@ def _router(replicas: int, policy: str) -> dict[str, Any]:
         "cap_drop": ["ALL"],
         "tmpfs": ["/tmp:mode=1777"],
         "command": [
-            "--host", "0.0.0.0", "--port", str(SERVER_PORT),
-            "--prometheus-host", "0.0.0.0", "--prometheus-port", "29000",
-            "--policy", f"${{ROUTER_POLICY:-{policy}}}",
-            "--worker-urls", *workers,
-        ],  # fmt: skip
+            *("--host", "0.0.0.0", "--port", str(SERVER_PORT)),
+            *("--prometheus-host", "0.0.0.0", "--prometheus-port", "29000"),
+            *("--policy", f"${{ROUTER_POLICY:-{policy}}}"),
+            *("--worker-urls", *workers),
+        ],
         "secrets": [{"source": "kthybrid-api-key", "target": "kthybrid-api-key"}],
         "environment": {"KTHYBRID_API_KEY_FILE": "/run/secrets/kthybrid-api-key"},
         "depends_on": {
@@ -106,10 +106,10 @@ def _router(replicas: int, policy: str) -> dict[str, Any]:
         "ports": [f"${{HOST_ADDRESS:-127.0.0.1}}:${{HOST_PORT:-30000}}:{SERVER_PORT}"],
         "healthcheck": {
             "test": [
-                "CMD", "/opt/router/bin/python", "-c",
+                *("CMD", "/opt/router/bin/python", "-c"),
                 f"import urllib.request; urllib.request.urlopen("
                 f"'http://127.0.0.1:{SERVER_PORT}/liveness', timeout=4)",
-            ],  # fmt: skip
+            ],
             "interval": "15s",
             "timeout": "5s",
             "retries": 3,
@@ -149,7 +149,8 @@ def render_fleet_compose(root: Path = REPO_ROOT, path: Path = FLEET_FILE) -> Ren
     # profile, port, GPU reservation and network alias instead of adding to them.
     for plain, tagged in (
         ("    ports: []\n", "    ports: !reset []\n"),
-        ("    profiles:\n    - fleet\n    cpuset:", "    profiles: !override\n    - fleet\n    cpuset:"),
+        ("    profiles:\n    - fleet\n    cpuset:",
+         "    profiles: !override\n    - fleet\n    cpuset:"),
         ("        devices:\n", "        devices: !override\n"),
         ("    networks:\n      default:\n        aliases:\n        - kthybrid-",
          "    networks: !override\n      default:\n        aliases:\n        - kthybrid-"),

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from router_backend import Backend, start_backend
 
 KEY = "router-test-key-0123456789abcdef"

@@ -10,6 +10,7 @@ which backend served what and with which credentials. Standard library only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -63,10 +64,8 @@ class Backend:
         self.server.server_close()
         with self.server.connections_lock:
             for connection in self.server.connections:
-                try:
+                with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 class _Handler(BaseHTTPRequestHandler):

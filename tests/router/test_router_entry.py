@@ -11,9 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "docker" / "router"))
 
-import kthybrid_router  # noqa: E402
-
-from kthybrid_serve import apikey  # noqa: E402
+import kthybrid_router
+from kthybrid_serve import apikey
 
 
 def refusal(argv: list[str], environ: dict[str, str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -63,7 +62,8 @@ def test_a_directory_as_key_file_is_refused(
 
 
 @pytest.mark.parametrize(
-    "key", ["a" * 15, "a" * 16, "a" * 4096, "a" * 4097, "with space-0123456789", "tab\t0123456789ab"]
+    "key",
+    ["a" * 15, "a" * 16, "a" * 4095, "a" * 4096, "with space-0123456789", "tab\t0123456789ab"],
 )
 def test_the_router_accepts_the_keys_the_servers_accept(tmp_path: Path, key: str) -> None:
     path = tmp_path / "key"
