@@ -116,7 +116,7 @@ test-unit: venv ## Tests that need no Docker engine: builder, launcher, converte
 	$(BIN)/pytest tests/builder tests/launcher tests/convert -m "not docker" $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint tools image ## Everything: lint, then all tests against the image of ARCH (builds it first)
+test: lint tools image router-image ## Everything: lint, then all tests against the image of ARCH (builds it first)
 	$(BIN)/pytest tests --image $(IMAGE) $(PYTEST_ARGS)
 
 .PHONY: test-image
@@ -145,3 +145,10 @@ clean: ## Remove containers left by tests, dangling images and build leftovers (
 	-docker ps -aq --filter label=io.kthybrid.test | xargs -r docker rm -f -v
 	-docker image prune -f
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
+
+# The router image (docker/router: sglang-router, no CUDA); tests/router run the router from it.
+export KTHYBRID_ROUTER_IMAGE ?= $(REPOSITORY):router
+
+.PHONY: router-image
+router-image: venv base ## Build the router image (sglang-router; no CUDA) as REPOSITORY:router
+	$(BIN)/python -m builder build-router --repository $(REPOSITORY)

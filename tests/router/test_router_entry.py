@@ -86,7 +86,9 @@ def test_the_image_refuses_a_key_on_argv_with_one_line(router_image: str) -> Non
         ["docker", "run", "--rm", "--network", "none", router_image, "--api-key", "k"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
-    assert result.returncode == 2
-    assert re.fullmatch(r"kthybrid_router: error: --api-key would put a secret .*\n", result.stderr)
+    assert result.returncode == 2, result.stderr
+    assert re.fullmatch(
+        r"kthybrid_router: error: --api-key would put a secret .*\n", result.stderr
+    ), result.stderr
