@@ -3,15 +3,19 @@
 The router is the real sglang-router binary from the router image (`make router-image`),
 started with `docker run` on the host network so that it reaches the stand-ins on loopback
 ports. KTHYBRID_ROUTER_IMAGE names the image (default kthybrid:router); an image that is
-missing is built with the builder first (cached layers make that seconds).
+missing is built with the builder first (cached layers make that seconds). The servers are
+tests/support/openai_standin.py processes (sglang's OpenAI-compatible API and its 401 for a
+missing key), so that killing one is a real crash.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from router_backend import Backend, start_backend
 
 KEY = "router-test-key-0123456789abcdef"
 KEY_PATH_IN_CONTAINER = "/run/secrets/kthybrid-api-key"
 LABEL = "io.kthybrid.test=router"
+STANDIN = Path(__file__).resolve().parents[1] / "support" / "openai_standin.py"
 
 
 def free_port() -> int:
@@ -43,6 +47,55 @@ def post(url: str, payload: dict[str, object], key: str | None) -> tuple[int, by
             return int(response.status), response.read()
     except urllib.error.HTTPError as error:
         return int(error.code), error.read()
+
+
+@dataclass
+class Backend:
+    """One stand-in server process on a loopback port."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"{self.url}/standin/stats", timeout=10) as response:
+            stats: dict[str, int] = json.loads(response.read())
+        return stats
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no goodbye on open connections."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+def start_backend(name: str, key_file: Path, ttft: float) -> Backend:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(STANDIN), "--host", "127.0.0.1", "--port", str(port),
+         "--api-key-file", str(key_file), "--backend", name, "--ttft", str(ttft),
+         "--itl", "0.001", "--tokens", "4"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    backend = Backend(name, port, process)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{backend.url}/health", timeout=2).close()
+            return backend
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"the stand-in {name} did not answer on port {port}")
+
+
+def stop_backend(backend: Backend) -> None:
+    if backend.process.poll() is None:
+        backend.process.terminate()
+        backend.process.wait(timeout=10)
 
 
 def chat(router: Router, prompt: str, key: str | None = KEY) -> tuple[int, bytes]:
@@ -153,12 +206,12 @@ def stop_router(router: Router) -> None:
 
 
 @pytest.fixture(scope="session")
-def backends() -> Iterator[list[Backend]]:
+def backends(key_file: Path) -> Iterator[list[Backend]]:
     # Each completion takes 0.3 s, so that concurrent requests load the backends unevenly.
-    started = [start_backend(f"backend-{i}", KEY, delay=0.3) for i in range(3)]
+    started = [start_backend(f"backend-{i}", key_file, ttft=0.3) for i in range(3)]
     yield started
     for backend in started:
-        backend.stop()
+        stop_backend(backend)
 
 
 @pytest.fixture(scope="session")
@@ -172,7 +225,7 @@ def router(router_image: str, key_file: Path, backends: list[Backend]) -> Iterat
 @pytest.fixture(scope="session")
 def failover_router(router_image: str, key_file: Path) -> Iterator[Router]:
     """Round-robin over two stand-ins of its own, so that one can be killed."""
-    pair = [start_backend(f"failover-{i}", KEY) for i in range(2)]
+    pair = [start_backend(f"failover-{i}", key_file, ttft=0.01) for i in range(2)]
     started = start_router(
         router_image, key_file, pair, "failover", "--policy", "round_robin",
         "--health-check-interval-secs", "1", "--health-failure-threshold", "2",
@@ -180,4 +233,4 @@ def failover_router(router_image: str, key_file: Path) -> Iterator[Router]:
     yield started
     stop_router(started)
     for backend in pair:
-        backend.stop()
+        stop_backend(backend)
