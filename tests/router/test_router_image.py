@@ -1,0 +1,38 @@
+"""The router image: exactly docker/lock/router.lock in its environment, no CUDA, user 10000."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from builder.lock import ROUTER_LOCK, normalise, read_lock
+
+
+def in_image(image: str, *argv: str) -> str:
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", argv[0], image, *argv[1:]],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_router_environment_is_the_router_lock(router_image: str) -> None:
+    listed = json.loads(in_image(router_image, "/opt/router/bin/python", "-m", "pip", "list",
+                                 "--format", "json", "--disable-pip-version-check"))  # fmt: skip
+    installed = {normalise(p["name"]): p["version"] for p in listed}
+    # What `python3 -m venv` (install-tools.sh) seeds every venv with from Debian's ensurepip.
+    for seeded in ("pip", "setuptools"):
+        installed.pop(seeded, None)
+    assert installed == {p.name: p.version for p in read_lock(ROUTER_LOCK)}
+
+
+def test_the_router_image_has_no_cuda_stack(router_image: str) -> None:
+    found = in_image(router_image, "/bin/sh", "-c",
+                     "find / -xdev \\( -name 'libcuda*' -o -name 'libcudart*' -o -name 'torch' "
+                     "-o -name 'nvcc' \\) -print 2>/dev/null; true")  # fmt: skip
+    assert found == ""
+
+
+def test_the_router_runs_as_the_unprivileged_user(router_image: str) -> None:
+    assert in_image(router_image, "/usr/bin/id", "-u").strip() == "10000"
