@@ -152,3 +152,13 @@ export KTHYBRID_ROUTER_IMAGE ?= $(REPOSITORY):router
 .PHONY: router-image
 router-image: venv base ## Build the router image (sglang-router; no CUDA) as REPOSITORY:router
 	$(BIN)/python -m builder build-router --repository $(REPOSITORY)
+
+# checkov on the router scenario's render too (router.enabled: its RBAC, Deployment, policies).
+.PHONY: checkov-router
+checkov-router: $(CHECKOV_VENV)/.installed
+	bash tools/install-helm.sh
+	mkdir -p .tools/checkov-render
+	.tools/bin/helm template kthybrid helm/kthybrid --namespace kthybrid \
+	  --values helm/kthybrid/ci/router-values.yaml > .tools/checkov-render/kthybrid-router.yaml
+	$(CHECKOV_RUN) --framework kubernetes --file .tools/checkov-render/kthybrid-router.yaml
+checkov: checkov-router
