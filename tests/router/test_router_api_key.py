@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -47,3 +48,14 @@ def test_the_key_is_in_no_argument_environment_or_log_of_the_router(router: Rout
         ["docker", "top", router.container, "-eo", "pid,args"], capture_output=True, text=True
     )
     assert "kthybrid_router" in top.stdout and KEY not in top.stdout
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/liveness", "/readiness", "/health"])
+def test_sglang_router_answers_these_routes_without_the_key(router: Router, path: str) -> None:
+    """Seen with 0.3.2: the router itself answers these without a key (its health, and the
+    model list from its worker registry; no request reaches a server). The servers guard
+    /v1/models with the key; behind the router only the model's name is exposed."""
+    before = [b.stats() for b in router.backends]
+    with urllib.request.urlopen(f"{router.url}{path}", timeout=10) as response:
+        assert response.status == 200
+    assert [b.stats()["requests"] for b in router.backends] == [s["requests"] for s in before]
