@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import KEY_PATH_IN_CONTAINER, LABEL, free_port
 
 from builder.lock import ROUTER_LOCK, normalise, read_lock
 
@@ -36,3 +42,34 @@ def test_the_router_image_has_no_cuda_stack(router_image: str) -> None:
 
 def test_the_router_runs_as_the_unprivileged_user(router_image: str) -> None:
     assert in_image(router_image, "/usr/bin/id", "-u").strip() == "10000"
+
+
+def test_the_router_shuts_down_gracefully_on_sigterm(router_image: str, key_file: Path) -> None:
+    """tini hands docker stop's SIGTERM to the router, which drains and exits 0 (no SIGKILL)."""
+    port = free_port()
+    name = f"kthybrid-router-test-sigterm-{os.getpid()}"
+    subprocess.run(
+        ["docker", "run", "-d", "--name", name, "--label", LABEL, "--network", "host",
+         "-v", f"{key_file}:{KEY_PATH_IN_CONTAINER}:ro",
+         "-e", f"KTHYBRID_API_KEY_FILE={KEY_PATH_IN_CONTAINER}",
+         router_image, "--host", "127.0.0.1", "--port", str(port)],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        subprocess.run(["docker", "stop", "-t", "60", name], capture_output=True, check=True)
+        state = json.loads(
+            subprocess.run(["docker", "inspect", name], capture_output=True, check=True).stdout
+        )[0]["State"]
+        shown = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+        logs = shown.stdout + shown.stderr
+        assert state["ExitCode"] == 0, logs
+        assert "starting graceful shutdown" in logs
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
