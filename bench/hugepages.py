@@ -1,6 +1,6 @@
 """Where kt-kernel's expert buffers land with each hugepage setting, and the GB/s with each.
 
-Each variant is one run of the launcher's kt-kernel worker (kthybrid_serve.ktworker:
+Each variant is one run of the launcher's kt-kernel worker (kthybrid_serve.cpubench.worker:
 single-token decode MoE over synthetic experts, MXFP4 at DeepSeek-V4-Flash's expert shapes by
 default) with a working set of a third of the host's RAM unless told otherwise. The worker
 reads /proc/self/smaps_rollup before and after loading; the growth of AnonHugePages (THP) and
@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kthybrid_serve.cpubench.sweep import run_worker, worker_env
+from kthybrid_serve.cpubench.worker import RunSpec
+from kthybrid_serve.model.experts import bytes_per_expert
+from kthybrid_serve.units import GIB, MIB, parse_size
+
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = REPO / "docker" / "launcher"
-sys.path.insert(0, str(LAUNCHER))
-
-from kthybrid_serve.cpubench import run_worker, worker_env  # noqa: E402
-from kthybrid_serve.ktworker import RunSpec, bytes_per_expert  # noqa: E402
-from kthybrid_serve.units import GIB, MIB, parse_size  # noqa: E402
 
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 THP_DEFRAG = Path("/sys/kernel/mm/transparent_hugepage/defrag")

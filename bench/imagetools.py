@@ -12,7 +12,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from builder.build import connect
 
@@ -95,7 +95,9 @@ def read_layers(
                     if listing and entry.isfile():
                         data = inner.extractfile(entry)
                         assert data is not None
-                        content = hashlib.file_digest(data, "sha256").hexdigest()
+                        content = hashlib.file_digest(
+                            cast(io.BufferedReader, data), "sha256"
+                        ).hexdigest()
                     if listing:
                         entries[entry.name] = (
                             entry.type.decode(),

@@ -14,17 +14,16 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "docker" / "launcher"), str(REPO / "tests" / "launcher")]
+from kthybrid_serve.settings import default_settings
+from kthybrid_serve.workflow import plan_and_validate
 
-from kthybrid_serve.settings import default_settings  # noqa: E402
-from kthybrid_serve.workflow import plan_and_validate  # noqa: E402
-from launcher_fixtures import GB, HostSpec, ModelSpec, build_host, build_model  # noqa: E402
+from tests.support.launcher_fixtures import GB, HostSpec, ModelSpec, build_host, build_model
+
+REPO = Path(__file__).resolve().parent.parent
 
 HOSTS = {
     "tutorial-4node-rtx5090": (

@@ -21,7 +21,6 @@ import argparse
 import base64
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -44,10 +43,8 @@ from imagetools import (
 from builder.build import BuildOptions, BuildResult, build_image, connect, image_tags
 from builder.cli import default_ca_bundle
 from builder.errors import BuilderError
-from builder.matrix import REPO_ROOT, load_targets, load_versions
-
-sys.path.insert(0, str(REPO_ROOT / "tests" / "builder"))
-from index_proxy import AuthenticatingIndex
+from builder.matrix import load_targets, load_versions
+from tests.support.index_proxy import AuthenticatingIndex
 
 RESULTS = Path(__file__).parent / "results"
 FIELDS = ("type", "mode", "uid", "gid", "mtime", "size", "content", "link")

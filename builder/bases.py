@@ -7,7 +7,7 @@ import re
 import docker
 import docker.errors
 
-from builder.build import _short, connect, content_digest
+from builder.engine import connect, content_digest, short_error
 from builder.errors import MatrixError
 from builder.matrix import VERSIONS_FILE, Versions
 
@@ -17,7 +17,7 @@ def _registry_digest(client: docker.DockerClient, name: str) -> tuple[str | None
     try:
         data = client.images.get_registry_data(name)
     except docker.errors.DockerException as error:
-        return None, _short(error)
+        return None, short_error(error)
     return str(data.id), ""
 
 

@@ -135,6 +135,14 @@ def _cmd_build_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_aux(args: argparse.Namespace) -> int:
+    from builder.aux_images import build_aux_image
+
+    versions = load_versions()
+    print(build_aux_image(args.name, versions, args.repository, not args.no_pull, args.base_image))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="python -m builder",
@@ -215,6 +223,15 @@ def parser() -> argparse.ArgumentParser:
         help="write the registry digests that a registry answered into builder/versions.yaml",
     )
     bases.set_defaults(run=_cmd_bases)
+
+    aux = commands.add_parser(
+        "build-aux", help="build an auxiliary image (builder/aux_images.yaml)"
+    )
+    aux.add_argument("name", help="entry of builder/aux_images.yaml, e.g. prometheus")
+    aux.add_argument("--repository", default="kthybrid", help="tagged <repository>-<name>:latest")
+    aux.add_argument("--base-image", help="run-time base image (default from versions.yaml)")
+    aux.add_argument("--no-pull", action="store_true", help="never pull; use local images only")
+    aux.set_defaults(run=_cmd_build_aux)
     return main
 
 

@@ -16,17 +16,14 @@ from pathlib import Path
 
 import jinja2
 
-from builder.build import (
+from builder.context import check_index_url, source_date_epoch
+from builder.engine import (
     Emit,
-    _Progress,
-    _remove_untagged,
-    _stream,
-    _tagged_ids,
-    check_index_url,
     connect,
     content_digest,
+    remove_untagged,
     resolve_base,
-    source_date_epoch,
+    tagged_ids,
 )
 from builder.errors import BuildError
 from builder.matrix import (
@@ -37,6 +34,7 @@ from builder.matrix import (
     Versions,
     _load_validated,
 )
+from builder.progress import Progress, stream_build
 from builder.render import TEMPLATE_DIR, RenderedFile, check_rendered
 from builder.secret_server import ADDRESS_BUILD_ARG, serve_secrets
 
@@ -139,7 +137,7 @@ def build_router_image(
     base = base_image or versions.base_image_ref
     origin = resolve_base(client, base, pull, say)
     tags = router_image_tags(repository)
-    previous = _tagged_ids(client, tags)
+    previous = tagged_ids(client, tags)
     secrets: dict[str, bytes] = {}
     if ca_bundle is not None:
         secrets["ca.pem"] = ca_bundle.read_bytes()
@@ -151,7 +149,7 @@ def build_router_image(
         "io.kthybrid.base.origin": origin,
         "io.kthybrid.base.content-digest": content_digest(client, base),
     }
-    progress = _Progress(say, "router")
+    progress = Progress(say, "router")
     with serve_secrets(secrets) as secrets_url:
         chunks = client.api.build(
             fileobj=io.BytesIO(router_context(rendered.text)),
@@ -169,10 +167,10 @@ def build_router_image(
             decode=True,
             pull=False,
         )
-        image_id = _stream(chunks, progress)
+        image_id = stream_build(chunks, progress)
     for tag in tags:
         name, _, tag_name = tag.rpartition(":")
         client.api.tag(image_id, name, tag_name)
-    _remove_untagged(client, [*reversed(progress.created), *previous], say)
+    remove_untagged(client, [*reversed(progress.created), *previous], say)
     say(f"[router] done in {progress.elapsed()} ({progress.summary()})")
     return tags

@@ -11,7 +11,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from builder.build import connect
+from builder.engine import connect
 from builder.errors import BuildError
 
 SBOM_PATH = "/usr/share/kthybrid/sbom.cdx.json"

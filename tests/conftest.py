@@ -1,7 +1,9 @@
-"""Options shared by every test group: which image the image and compose tests run against."""
+"""Shared by every test group: which image to test, and the one Docker client."""
 
 from __future__ import annotations
 
+import docker
+import docker.errors
 import pytest
 
 
@@ -29,3 +31,14 @@ def image_name(request: pytest.FixtureRequest) -> str:
             "no image given: pass --image kthybrid:<target> (make test does)", pytrace=False
         )
     return str(name)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    """The one client of the Docker engine every test group uses (one connection per session)."""
+    try:
+        client = docker.from_env(timeout=900)
+        client.ping()
+    except docker.errors.DockerException as error:
+        pytest.fail(f"no Docker engine answers ({error}): run `make engine`", pytrace=False)
+    return client

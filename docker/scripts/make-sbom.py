@@ -14,12 +14,14 @@ Usage: python make-sbom.py --site SITE_PACKAGES --lock LOCK... --own NAME --targ
 from __future__ import annotations
 
 import argparse
+import email.message
 import os
 import re
 import uuid
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import cast
 
 from cyclonedx.contrib.license.factories import LicenseFactory
 from cyclonedx.contrib.this.builders import this_component as cyclonedx_library
@@ -54,14 +56,20 @@ def read_locks(paths: list[Path]) -> dict[str, tuple[str, list[str]]]:
     return locked
 
 
+def meta_field(dist: metadata.Distribution, name: str) -> str | None:
+    """One metadata field, None where absent (the metadata is an email.message.Message)."""
+    value = cast(email.message.Message, dist.metadata).get(name)
+    return None if value is None else str(value)
+
+
 def licenses_of(dist: metadata.Distribution) -> list[LicenseExpression | DisjunctiveLicense]:
     """What the metadata says, most precise first: an SPDX expression, a short License field,
     or the license classifiers. Full license texts in the License field are not a name."""
     factory = LicenseFactory()
-    expression = (dist.metadata.get("License-Expression") or "").strip()
+    expression = (meta_field(dist, "License-Expression") or "").strip()
     if expression:
         return [factory.make_from_string(expression)]
-    field = (dist.metadata.get("License") or "").strip()
+    field = (meta_field(dist, "License") or "").strip()
     if field and "\n" not in field and len(field) <= 100 and field.upper() != "UNKNOWN":
         return [factory.make_from_string(field)]
     names = [
@@ -94,7 +102,7 @@ def python_components(
                     bom_ref=f"kthybrid-own:{name}",
                     licenses=licenses_of(dist),
                     purl=PackageURL("generic", "kthybrid", name, dist.version),
-                    description=dist.metadata.get("Summary"),
+                    description=meta_field(dist, "Summary"),
                 )
             )
             continue
@@ -115,7 +123,7 @@ def python_components(
                 purl=purl,
                 hashes=[HashType(alg=HashAlgorithm.SHA_256, content=h) for h in hashes],
                 licenses=licenses_of(dist),
-                description=dist.metadata.get("Summary"),
+                description=meta_field(dist, "Summary"),
             )
         )
     problems += [f"{name} is locked but not installed" for name in sorted(set(locked) - seen)]

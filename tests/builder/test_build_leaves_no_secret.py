@@ -18,11 +18,13 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from index_proxy import AuthenticatingIndex  # tests/builder is on the path (no package)
 
 from builder.build import BuildOptions, BuildResult, build_image
 from builder.cli import default_ca_bundle
 from builder.matrix import load_targets, load_versions
+from tests.support.index_proxy import (
+    AuthenticatingIndex,  # tests/builder is on the path (no package)
+)
 
 REPOSITORY = "kthybrid-test-secrets"
 
@@ -52,18 +54,8 @@ def scan(chunks: Iterable[bytes], needles: list[bytes]) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    try:
-        engine = docker.from_env(timeout=900)
-        engine.ping()
-    except docker.errors.DockerException as error:
-        pytest.fail(f"no Docker engine answers ({error}): run `make engine`", pytrace=False)
-    return engine
-
-
-@pytest.fixture(scope="module")
 def built(
-    client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[BuildResult, AuthenticatingIndex, list[bytes]]]:
     tmp_path = tmp_path_factory.mktemp("secrets")
     certificate = site_certificate(tmp_path)
@@ -92,17 +84,21 @@ def built(
     try:
         yield result, index, needles
     finally:
-        for tag in [t for i in client.images.list(name=f"{REPOSITORY}-stage") for t in i.tags]:
-            client.images.remove(tag)
+        for tag in [
+            t for i in docker_client.images.list(name=f"{REPOSITORY}-stage") for t in i.tags
+        ]:
+            docker_client.images.remove(tag)
         for image in reversed(result.created):
             try:
-                client.images.remove(image)
+                docker_client.images.remove(image)
             except docker.errors.APIError:
                 continue  # gone with a child already, or a parent of another image
 
 
-def left_images(client: docker.DockerClient, result: BuildResult) -> list[str]:
-    stages = [tag for image in client.images.list(name=f"{REPOSITORY}-stage") for tag in image.tags]
+def left_images(docker_client: docker.DockerClient, result: BuildResult) -> list[str]:
+    stages = [
+        tag for image in docker_client.images.list(name=f"{REPOSITORY}-stage") for tag in image.tags
+    ]
     return sorted(set(stages) | set(result.created))
 
 
@@ -117,22 +113,22 @@ def test_the_build_used_the_index_through_its_credentials(
 
 @pytest.mark.docker
 def test_no_image_the_build_left_holds_the_password_or_the_site_ca(
-    client: docker.DockerClient, built: tuple[BuildResult, AuthenticatingIndex, list[bytes]]
+    docker_client: docker.DockerClient, built: tuple[BuildResult, AuthenticatingIndex, list[bytes]]
 ) -> None:
     result, _, needles = built
-    images = left_images(client, result)
+    images = left_images(docker_client, result)
     assert any(name.endswith(":build-tools") for name in images), images
     for name in images:
-        found = scan(client.images.get(name).save(chunk_size=8 << 20), needles)
+        found = scan(docker_client.images.get(name).save(chunk_size=8 << 20), needles)
         assert found == [], f"{name} holds {found}"
 
 
 @pytest.mark.docker
 def test_no_history_entry_holds_them(
-    client: docker.DockerClient, built: tuple[BuildResult, AuthenticatingIndex, list[bytes]]
+    docker_client: docker.DockerClient, built: tuple[BuildResult, AuthenticatingIndex, list[bytes]]
 ) -> None:
     result, index, needles = built
-    for name in left_images(client, result):
+    for name in left_images(docker_client, result):
         history = subprocess.run(
             ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", name],
             capture_output=True, check=True,

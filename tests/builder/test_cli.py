@@ -66,16 +66,6 @@ def test_no_docker_daemon_says_how_to_start_one() -> None:
     assert_one_line_error(result, "no Docker engine answers", "make engine")
 
 
-@pytest.fixture(scope="module")
-def docker_client() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        pytest.fail(f"no Docker engine answers ({error}): run `make engine`", pytrace=False)
-    return client
-
-
 @pytest.mark.docker
 def test_base_that_cannot_be_pulled_says_how_to_use_a_local_or_mirrored_one(
     docker_client: docker.DockerClient,

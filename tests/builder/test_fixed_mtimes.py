@@ -20,8 +20,10 @@ STEP = (
 
 
 @pytest.mark.docker
-def test_everything_the_step_changed_gets_the_epoch_and_nothing_else() -> None:
-    client = docker.from_env()
+def test_everything_the_step_changed_gets_the_epoch_and_nothing_else(
+    docker_client: docker.DockerClient,
+) -> None:
+    client = docker_client
     output = client.containers.run(
         load_versions().base_image,
         ["bash", "-c", STEP],
@@ -48,8 +50,8 @@ def test_everything_the_step_changed_gets_the_epoch_and_nothing_else() -> None:
 
 
 @pytest.mark.docker
-def test_apply_without_the_epoch_stops_the_step() -> None:
-    client = docker.from_env()
+def test_apply_without_the_epoch_stops_the_step(docker_client: docker.DockerClient) -> None:
+    client = docker_client
     with pytest.raises(docker.errors.ContainerError) as error:
         client.containers.run(
             load_versions().base_image,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,11 +75,8 @@ def models_dir() -> Iterator[Path]:
 
     Not pytest's tmp_path: that is mode 0700 under root, and the services run as UID 10000.
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launcher"))
-    try:
-        from launcher_fixtures import ModelSpec, build_model  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
+    from tests.support.launcher_fixtures import ModelSpec, build_model
+
     root = Path(tempfile.mkdtemp(prefix="kthybrid-compose-models-"))
     root.chmod(0o755)
     spec = ModelSpec(layers=4, experts=16, hidden=1024, inter=512, shards=2)

@@ -1,6 +1,6 @@
 """`docker compose --profile convert up` converts a checkpoint with the image's own converter.
 
-A tiny V4-format checkpoint with real MXFP4 data (tests/convert/mxfp4_checkpoint.py) is
+A tiny V4-format checkpoint with real MXFP4 data (tests/support/mxfp4_checkpoint.py) is
 converted on this machine, without a GPU (the no-GPU layer drops the reservation; the
 experts are then dequantized on the CPU) and, here, without AMX (kt-kernel's AVX-512
 quantizer writes the files an AMX CPU writes).
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +18,7 @@ from pathlib import Path
 import pytest
 from compose_project import CI_MEMLOCK, ComposeProject
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "convert"))
-
-from mxfp4_checkpoint import Spec, write_checkpoint  # type: ignore[import-not-found]
+from tests.support.mxfp4_checkpoint import Spec, write_checkpoint
 
 Compose = Callable[..., ComposeProject]
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from mxfp4_checkpoint import Spec, write_checkpoint
+from tests.support.mxfp4_checkpoint import Spec, write_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ out_json="$2"
 bench_args=("${@:3}")  # e.g. --experts 8 where the machine lacks the memory for 256
 work="$(mktemp -d /tmp/kthybrid-convert.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-export PYTHONPATH="$repo/docker/launcher${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$repo/docker/launcher:$repo${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 threads="$(nproc)"
 
 for pools in 1 2; do

@@ -7,17 +7,14 @@ not installed here, which is itself a case: the converter refuses in one line.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launcher"))
-
 from kthybrid_serve.cli import main
 from kthybrid_serve.settings import resolve_settings
 from kthybrid_serve.workflow import prepare_conversion
-from launcher_fixtures import AVX2_FLAGS, HostSpec, build_host
+
+from tests.support.launcher_fixtures import AVX2_FLAGS, HostSpec, build_host
 
 
 @pytest.fixture

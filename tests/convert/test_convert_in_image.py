@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +22,7 @@ import pytest
 from kthybrid_serve.cli import main
 from kthybrid_serve.convert.layout import LAYER_MARKER, MANIFEST, STAGING, Geometry
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launcher"))
-
-from launcher_fixtures import HostSpec, build_host
+from tests.support.launcher_fixtures import HostSpec, build_host
 
 pytestmark = pytest.mark.docker
 
@@ -44,20 +41,10 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    try:
-        found = docker.from_env(timeout=600)
-        found.ping()
-    except docker.errors.DockerException as error:
-        pytest.fail(f"no Docker engine answers ({error}): run `make engine`", pytrace=False)
-    return found
-
-
-@pytest.fixture(scope="module")
-def installed_launcher(client: docker.DockerClient, image_name: str) -> str:
+def installed_launcher(docker_client: docker.DockerClient, image_name: str) -> str:
     """Where the image installed kthybrid_serve, so this checkout's copy can be mounted there."""
     code = "import kthybrid_serve, os; print(os.path.dirname(kthybrid_serve.__file__))"
-    output = client.containers.run(
+    output = docker_client.containers.run(
         image_name, ["-c", code], entrypoint=["python"], remove=True, network_mode="none"
     )
     return str(output.decode().strip())
@@ -74,7 +61,7 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def convert_in_image(
-    client: docker.DockerClient, image_name: str, installed_launcher: str, workdir: Path
+    docker_client: docker.DockerClient, image_name: str, installed_launcher: str, workdir: Path
 ) -> Any:
     def run(
         model: Path, output: str, *args: str, tmpfs: dict[str, str] | None = None,
@@ -85,12 +72,15 @@ def convert_in_image(
             str(model): {"bind": "/models/tiny", "mode": "ro"},
             str(workdir): {"bind": "/work", "mode": "rw"},
             str(HERE): {"bind": "/checks", "mode": "ro"},
+            # tests.support (verify_amxint4.py's checkpoint code), importable through PYTHONPATH
+            str(HERE.parent): {"bind": "/opt/kthybrid-tests/tests", "mode": "ro"},
         }
-        container = client.containers.run(
+        container = docker_client.containers.run(
             image_name,
             command or ["convert", "--model", "/models/tiny", "--output", output, *args],
             entrypoint=entrypoint,
             volumes=volumes,
+            environment={"PYTHONPATH": "/opt/kthybrid-tests"},
             tmpfs=tmpfs or {},
             labels=TEST_LABEL,
             detach=True,

@@ -46,9 +46,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from mxfp4_checkpoint import expert_values, spec_of
+from tests.support.mxfp4_checkpoint import expert_values, spec_of
 
 SEED = 7
 TOKEN_COUNTS = (4, 32)
@@ -215,7 +213,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    import kt_kernel
+    from kthybrid_serve.ktkernel import import_kt_kernel
+
+    kt_kernel = import_kt_kernel()
 
     manifest = json.loads((args.converted / "kthybrid-convert.json").read_text())
     spec = spec_of(args.checkpoint)

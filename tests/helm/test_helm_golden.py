@@ -21,7 +21,7 @@ def test_render_matches_the_golden_file(
 ) -> None:
     golden = GOLDEN_DIR / f"{scenario}.yaml"
     actual = scenario_renders[scenario].text
-    if UPDATE:
+    if UPDATE:  # or: python tests/helm/goldens.py --write (make generate)
         golden.write_text(actual)
     assert golden.exists(), (
         f"{golden} is missing: run KTHYBRID_UPDATE_GOLDEN=1 pytest tests/helm/test_helm_golden.py"

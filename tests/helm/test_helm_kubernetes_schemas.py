@@ -1,4 +1,4 @@
-"""Every ci/ scenario renders objects that Kubernetes 1.33 and the two CRDs accept, strictly."""
+"""Every ci/ scenario renders objects that Kubernetes 1.33 and the CRDs accept, strictly."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from helm_chart import KUBERNETES_VERSION, SCENARIOS, SCHEMA_DIR, Rendered
 CRD_SCHEMAS = {
     ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): "leaderworkerset-v1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-v1.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-v1.json",
 }
 
 

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from helm_chart import CHART_DIR
 
-sys.path.insert(0, str(CHART_DIR))
-import readme_values
+
+def _chart_module(name: str) -> Any:
+    """A script of the chart's (helm/ is no package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, CHART_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+readme_values = _chart_module("readme_values")
 
 
 def test_readme_values_table_is_fresh() -> None:

@@ -41,16 +41,6 @@ class RunResult:
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> docker.DockerClient:
-    try:
-        client = docker.from_env(timeout=900)
-        client.ping()
-    except docker.errors.DockerException as error:
-        pytest.fail(f"no Docker engine answers ({error}): run `make engine`", pytrace=False)
-    return client
-
-
-@pytest.fixture(scope="session")
 def image(docker_client: docker.DockerClient, image_name: str) -> docker.models.images.Image:
     try:
         return docker_client.images.get(image_name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launcher"))
-
-from launcher_fixtures import ModelSpec, build_model
+from tests.support.launcher_fixtures import ModelSpec, build_model
 
 GPU = "NVIDIA GeForce RTX 5090,32607MiB,12.0"
 # DeepSeek-V4-Flash's expert shapes in a model type whose GPU path needs no nvcc: this image

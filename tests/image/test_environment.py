@@ -87,7 +87,7 @@ def test_both_tags_point_at_the_image(
 
 def test_launcher_carries_the_targets_the_builder_rendered(run_in_image: Any) -> None:
     script = (
-        "from kthybrid_serve.targets import load_target_data; "
+        "from kthybrid_serve.plan.targets import load_target_data; "
         "print(sorted(t.name for t in load_target_data().targets))"
     )
     result = run_in_image(["python", "-c", script])

@@ -1,31 +1,27 @@
 """Where kt-kernel's expert buffers land with each KTHYBRID_HUGEPAGES setting, in the image.
 
 The launcher's plan says which GLIBC_TUNABLES a setting gives the server; the image's
-kt-kernel worker (kthybrid_serve.ktworker) then loads synthetic MXFP4 experts under exactly
+kt-kernel worker (kthybrid_serve.cpubench.worker) then loads synthetic MXFP4 experts under exactly
 that environment and reports /proc/self/smaps_rollup before and after. The counters must
-show what the launcher's documentation (kthybrid_serve/hugepages.py) says.
+show what the launcher's documentation (kthybrid_serve/plan/hugepages.py) says.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launcher"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "docker" / "launcher"))
-
-from kthybrid_serve.hugepages import (
+from kthybrid_serve.plan.hugepages import (
     HUGETLB_POOL_FACTOR,
     HUGETLB_SMALL_PAGE_SHARE,
 )
-from launcher_fixtures import ModelSpec, build_model
+
+from tests.support.launcher_fixtures import ModelSpec, build_model
 
 GPU = "NVIDIA GeForce RTX 5090,32607MiB,12.0"
 # DeepSeek-V4-Flash's expert shapes in a model type whose GPU path needs no nvcc: this image
@@ -76,7 +72,9 @@ def load(run_in_image: Any) -> Any:
     def run(glibc_tunables: str | None) -> tuple[int, int, int, int]:
         env = {"GLIBC_TUNABLES": glibc_tunables} if glibc_tunables else None
         result = run_in_image(
-            ["python", "-m", "kthybrid_serve.ktworker", json.dumps(SPEC)], env=env, timeout=600
+            ["python", "-m", "kthybrid_serve.cpubench.worker", json.dumps(SPEC)],
+            env=env,
+            timeout=600,
         )
         assert result.exit_code == 0, result.stderr[-2000:]
         data = result.json()

@@ -14,9 +14,7 @@ import docker.errors
 import pytest
 
 from builder.matrix import REPO_ROOT, Target, load_targets
-
-sys.path.insert(0, str(REPO_ROOT / "tests" / "launcher"))
-from launcher_fixtures import GB, HostSpec, ModelSpec, build_host, build_model
+from tests.support.launcher_fixtures import GB, HostSpec, ModelSpec, build_host, build_model
 
 TINY_V4 = ModelSpec(layers=4, experts=16, hidden=256, inter=128, vocab=1000, shards=2, nextn=0,
                     attention_bytes_per_layer=256 * 1024)  # fmt: skip

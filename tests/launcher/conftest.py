@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from kthybrid_serve.cli import main
-from launcher_fixtures import HostSpec, ModelSpec, Result, build_host, build_model
+
+from tests.support.launcher_fixtures import HostSpec, ModelSpec, Result, build_host, build_model
 
 
 @pytest.fixture(scope="session")

@@ -13,22 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kthybrid_serve.cpubench import (
+from kthybrid_serve.cpubench.bandwidth import HostCpus, host_cpus, read_bandwidth
+from kthybrid_serve.cpubench.plot import render_table
+from kthybrid_serve.cpubench.sweep import (
     TUTORIAL_CORES,
     TUTORIAL_THREADS,
-    ExpertShape,
-    HostCpus,
     PoolLayout,
     candidates,
-    decode_ceiling,
-    host_cpus,
-    read_bandwidth,
-    render_table,
     size_working_set,
 )
 from kthybrid_serve.errors import BenchError
-from kthybrid_serve.host import read_host
-from kthybrid_serve.ktworker import bytes_per_expert
+from kthybrid_serve.host.host import read_host
+from kthybrid_serve.model.experts import ExpertShape, bytes_per_expert, decode_ceiling
 from kthybrid_serve.units import GIB, MIB
 
 V4_FLASH = ExpertShape("DeepSeek-V4-Flash", 4096, 2048, 6, 256, 43)

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from launcher_fixtures import GB, GIB, H200, RTX4090, RTX5090, Result
+
+from tests.support.launcher_fixtures import GB, GIB, H200, RTX4090, RTX5090, Result
 
 Cli = Callable[..., Result]
 
@@ -254,7 +255,7 @@ def test_json_refusals_print_one_json_object(
 def test_the_downloaded_revision_is_shown(
     run_cli: Cli, make_host: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from launcher_fixtures import ModelSpec, build_model
+    from tests.support.launcher_fixtures import ModelSpec, build_model
 
     model = build_model(tmp_path / "m", ModelSpec(layers=4, experts=16, shards=2, nextn=0))
     meta = model / ".cache" / "huggingface" / "download"

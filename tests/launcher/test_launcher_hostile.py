@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kthybrid_serve.cli import main
 from kthybrid_serve.errors import ALL_ERRORS
-from launcher_fixtures import GB, HostSpec, ModelSpec, build_host, build_model
+
+from tests.support.launcher_fixtures import GB, HostSpec, ModelSpec, build_host, build_model
 
 RTX5090 = "NVIDIA GeForce RTX 5090,32607MiB,12.0"
 DOCUMENTED = {0, 1} | {e.exit_code for e in ALL_ERRORS}

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from launcher_fixtures import AVX2_FLAGS, GB, H200, RTX4090, RTX5090, ZEN4_FLAGS, Result
+from tests.support.launcher_fixtures import (
+    AVX2_FLAGS,
+    GB,
+    H200,
+    RTX4090,
+    RTX5090,
+    ZEN4_FLAGS,
+    Result,
+)
 
 Cli = Callable[..., Result]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kthybrid_serve.hugepages import (
+from kthybrid_serve.plan.hugepages import (
     HUGETLB_POOL_FACTOR,
     HUGETLB_SMALL_PAGE_SHARE,
     THP_ENABLED,
@@ -52,7 +52,7 @@ def test_with_no_setting_nothing_lands_on_hugepages() -> None:
 
 @pytest.fixture
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from launcher_fixtures import ModelSpec, build_model
+    from tests.support.launcher_fixtures import ModelSpec, build_model
 
     return build_model(tmp_path_factory.mktemp("m") / "moe", ModelSpec(layers=8, experts=64))
 

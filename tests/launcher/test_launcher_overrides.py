@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from launcher_fixtures import GB, RTX5090, Result
+
+from tests.support.launcher_fixtures import GB, RTX5090, Result
 
 Cli = Callable[..., Result]
 REPO = Path(__file__).resolve().parents[2]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kthybrid_serve.cgroup import CgroupLimits
-from kthybrid_serve.host import Cpu, Gpu, HostFacts, NumaNode
-from kthybrid_serve.model import CpuWeights, ModelFacts
-from kthybrid_serve.plan import make_plan
+from kthybrid_serve.host.cgroup import CgroupLimits
+from kthybrid_serve.host.host import Cpu, Gpu, HostFacts, NumaNode
+from kthybrid_serve.model.model import ModelFacts
+from kthybrid_serve.model.weights import CpuWeights
+from kthybrid_serve.plan.plan import make_plan
+from kthybrid_serve.plan.targets import load_target_data
 from kthybrid_serve.settings import default_settings
-from kthybrid_serve.targets import load_target_data
 
 GIB = 1024**3
 MODEL = ModelFacts(

@@ -8,11 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from kthybrid_serve.cgroup import CgroupLimits
-from kthybrid_serve.host import Gpu, HostFacts
-from kthybrid_serve.targets import load_target_data
+from kthybrid_serve.host.cgroup import CgroupLimits
+from kthybrid_serve.host.host import Gpu, HostFacts
+from kthybrid_serve.plan.targets import load_target_data
 from kthybrid_serve.validate import check_driver
-from launcher_fixtures import (
+
+from tests.support.launcher_fixtures import (
     AVX2_FLAGS,
     GB,
     H200,

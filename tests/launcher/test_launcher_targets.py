@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kthybrid_serve.host import read_host
-from kthybrid_serve.model import read_cpu_weights, read_model
-from kthybrid_serve.plan import make_plan
-from kthybrid_serve.runtime_needs import ImageFacts
+from kthybrid_serve.host.host import read_host
+from kthybrid_serve.model.model import read_model
+from kthybrid_serve.model.weights import read_cpu_weights
+from kthybrid_serve.plan.plan import make_plan
+from kthybrid_serve.plan.runtime_needs import ImageFacts
+from kthybrid_serve.plan.targets import load_target_data, parse_target_data
 from kthybrid_serve.settings import default_settings
-from kthybrid_serve.targets import load_target_data, parse_target_data
 from kthybrid_serve.validate import check_arch
-from launcher_fixtures import GB
 
 from builder.matrix import TARGETS_FILE, load_runtime_needs, load_targets, load_versions
 from builder.render import LAUNCHER_TARGETS, render_all
+from tests.support.launcher_fixtures import GB
 
 SM86_DATA = Path(__file__).parents[1] / "builder" / "data" / "sm86-target.yaml"
 RTX3090 = "NVIDIA GeForce RTX 3090,24576MiB,8.6"

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kthybrid_serve.cpubench import ExpertShape
+from kthybrid_serve.cpubench.tuning import choose, store
 from kthybrid_serve.errors import TuneError
-from kthybrid_serve.host import HostFacts, read_host
-from kthybrid_serve.tuning import choose, lookup, store, tune_dir, tune_key
+from kthybrid_serve.host.host import HostFacts, read_host
+from kthybrid_serve.model.experts import ExpertShape
+from kthybrid_serve.plan.records import lookup, tune_dir, tune_key
 
 V4_FLASH = ExpertShape("DeepSeek-V4-Flash", 4096, 2048, 6, 256, 43)
 H200 = "NVIDIA H200,141GiB,9.0"

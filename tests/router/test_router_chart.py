@@ -91,8 +91,9 @@ def test_only_the_router_and_metrics_peers_reach_the_servers(docs: list[dict[str
     (rule,) = servers["spec"]["ingress"]
     peers = rule["from"]
     assert peers[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
-    scenario = yaml.safe_load((CHART / "ci" / "router-values.yaml").read_text())
-    assert peers[1:] == scenario["router"]["metricsFrom"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["metrics"]["enabled"] is True
+    assert peers[1:] == values["metrics"]["scraperFrom"]
 
 
 def test_the_router_image_tag_is_the_pinned_sglang_router(docs: list[dict[str, Any]]) -> None:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from kthybrid_serve.errors import UsageError
-from kthybrid_serve.hostfs import read_regular
+from kthybrid_serve.host.hostfs import read_regular
 
 MAX_KEY_BYTES = 4096
 

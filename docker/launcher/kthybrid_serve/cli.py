@@ -6,12 +6,14 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from kthybrid_serve import __version__
 from kthybrid_serve.errors import LauncherError, UsageError
 from kthybrid_serve.external import chat_argv
+from kthybrid_serve.metrics import prepare_metrics
 from kthybrid_serve.report import (
     checks_json,
     error_json,
@@ -59,9 +61,6 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
 
 
 def build_parser() -> Parser:
-    common = Parser(add_help=False)
-    for option in OPTIONS:
-        _add_option(common, option)
     parser = Parser(
         prog="kthybrid-serve",
         description="Plan, check and start a CPU-GPU hybrid sglang-kt server. Every --option "
@@ -70,7 +69,10 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, help_text in COMMANDS.items():
-        command = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        for option in OPTIONS:
+            if name in option.spec.commands:
+                _add_option(command, option)
         if name in {"plan", "doctor", "bench"}:
             command.add_argument("--json", action="store_true", help="print JSON")
         if name == "plan":
@@ -127,6 +129,9 @@ def run_serve(settings: Settings) -> int:
         raise numactl.error
     env = {k: v for k, v in os.environ.items() if k not in planned.plan.env_unset}
     env.update(planned.plan.env)
+    if settings.enable_metrics:
+        name = settings.served_model_name or planned.model.served_name
+        env.update(prepare_metrics(planned.plan, settings, name, env, time.time()))
     return _exec(planned.plan.argv, env)
 
 
@@ -157,8 +162,8 @@ def _progress(line: str) -> None:
 
 
 def run_bench(settings: Settings, as_json: bool) -> int:
-    from kthybrid_serve.cpubench import render_table
-    from kthybrid_serve.measure import run_bench_command
+    from kthybrid_serve.cpubench.measure import run_bench_command
+    from kthybrid_serve.cpubench.plot import render_table
 
     result = run_bench_command(settings, os.environ, _progress)
     if as_json:
@@ -173,8 +178,8 @@ def run_bench(settings: Settings, as_json: bool) -> int:
 
 
 def run_tune(settings: Settings) -> int:
-    from kthybrid_serve.cpubench import render_table
-    from kthybrid_serve.measure import run_tune_command
+    from kthybrid_serve.cpubench.measure import run_tune_command
+    from kthybrid_serve.cpubench.plot import render_table
 
     path, chosen, result = run_tune_command(settings, os.environ, _progress)
     print(render_table(result))
@@ -192,14 +197,14 @@ def run_tune(settings: Settings) -> int:
 
 def run_chat(settings: Settings) -> int:
     if settings.api_key_file is not None:
-        from kthybrid_serve.chat import chat_loop
+        from kthybrid_serve.client.chat import chat_loop
 
         return chat_loop(settings.host, settings.port, settings.api_key_file)
     return _exec(chat_argv(settings.host, settings.port), os.environ)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    settings = resolve_settings(_parsed_options(args), os.environ)
+    settings = resolve_settings(_parsed_options(args), os.environ, args.command)
     if args.command == "plan":
         return run_plan(settings, bool(args.json), bool(args.helm_values))
     if args.command == "doctor":

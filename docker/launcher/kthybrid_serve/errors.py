@@ -103,6 +103,12 @@ class TuneError(LauncherError):
     exit_code = 28
 
 
+class MetricsError(LauncherError):
+    """The plan's metrics cannot be written for sglang's /metrics (names the directory)."""
+
+    exit_code = 29
+
+
 ALL_ERRORS: tuple[type[LauncherError], ...] = (
     UsageError,
     NoGpuError,
@@ -124,4 +130,12 @@ ALL_ERRORS: tuple[type[LauncherError], ...] = (
     DiskSpaceError,
     BenchError,
     TuneError,
+    MetricsError,
 )
+
+
+class WorkerError(Exception):
+    """A kt-kernel measurement that cannot be made (in the bench's worker process).
+
+    Not a LauncherError: the worker reports it as `"ok": false` with this one line.
+    """

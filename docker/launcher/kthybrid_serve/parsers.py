@@ -171,7 +171,7 @@ def host_port(value: str) -> str:
 
 
 def gpu_specs(value: str) -> tuple[str, ...]:
-    from kthybrid_serve.gpus import parse_gpu_spec
+    from kthybrid_serve.host.gpus import parse_gpu_spec
 
     specs = tuple(part.strip() for part in value.split(";") if part.strip())
     if not specs:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from kthybrid_serve.host import HostFacts, format_cpulist
-from kthybrid_serve.memory import helm_values
-from kthybrid_serve.model import ModelFacts
-from kthybrid_serve.plan import Plan
+from kthybrid_serve.host.host import HostFacts, format_cpulist
+from kthybrid_serve.model.model import ModelFacts
+from kthybrid_serve.plan.memory import helm_values
+from kthybrid_serve.plan.plan import Plan
 from kthybrid_serve.units import gib
 from kthybrid_serve.validate import Check, memory_picture
 

@@ -30,10 +30,18 @@ from kthybrid_serve.parsers import (
     path,
 )
 
+LOG_FORMATS: Final = ("off", "text", "json")
 NUMA_POLICIES: Final = ("interleave", "interleave-all", "local", "none")
 CPU_VARIANTS: Final = ("amx", "avx512_bf16", "avx512_vbmi", "avx512_vnni", "avx512_base", "avx2")
 KT_METHODS: Final = ("MXFP4", "AMXINT4", "AMXINT8", "BF16", "FP8")
 # Values that come from outside (environment, flags, manifests) never carry these.
+
+# The subcommands, and which take an option (OptionSpec.commands): the server's options are
+# taken by every command that plans a server; convert and chat take their few.
+COMMAND_NAMES: Final = ("serve", "plan", "doctor", "convert", "chat", "bench", "tune")
+SERVER_COMMANDS: Final = frozenset({"serve", "plan", "doctor", "bench", "tune"})
+_CONVERT: Final = SERVER_COMMANDS | {"convert"}
+_CHAT: Final = SERVER_COMMANDS | {"chat"}
 
 Value = str | int | float | bool | tuple[str, ...] | tuple[int, ...] | None
 T = TypeVar("T", bound=Value)
@@ -51,6 +59,8 @@ class OptionSpec:
     shown_default: str | None = None  # for docs, when the default is planned (None)
     helm: str | None = None  # the chart value that sets it, if any
     example: str | None = None  # for .env.example, where the default says nothing
+    # The subcommands that take the option: others refuse its flag and ignore its variable.
+    commands: frozenset[str] = SERVER_COMMANDS
 
 
 def option(default: T, spec: OptionSpec) -> T:
@@ -69,26 +79,31 @@ class Settings:
     """Resolved option values; `sources` says, for each one given, where it came from."""
 
     # fmt: off
+    # -- model and CPU expert weights
     model: str = option("/models/DeepSeek-V4-Flash", OptionSpec(
-        "model directory (config.json, safetensors)", path, helm="server.model"))
+        "model directory (config.json, safetensors)", path, helm="server.model", commands=_CONVERT))
     served_model_name: str | None = option(None, OptionSpec(
         "name clients use", name, shown_default="the model directory's name"))
     kt_weight_path: str | None = option(None, OptionSpec(
         "CPU expert weights: the checkpoint (MXFP4) or converted AMXINT4 weights", path,
         shown_default="the model directory", helm="kt.weightPath",
         example="/models/DeepSeek-V4-Flash-AMXINT4"))
+    # -- host and GPUs
     host_root: str = option("/", OptionSpec(
-        "read sysfs, procfs and cgroup files below this directory", path))
+        "read sysfs, procfs and cgroup files below this directory", path, commands=_CONVERT))
     gpu: tuple[str, ...] = option((), OptionSpec(
         "plan for these GPUs instead of NVML's: 'NAME,MEMORY,CC' (env: ';'-separated)",
-        gpu_specs, kind="list", metavar="NAME,MEMORY,CC", shown_default="NVML"))
+        gpu_specs, kind="list", metavar="NAME,MEMORY,CC", shown_default="NVML", commands=_CONVERT))
+    # -- CPU experts (kt-kernel)
     kt_cpuinfer: int | None = option(None, OptionSpec(
-        "CPU expert threads", _COUNT, shown_default="planned", helm="kt.cpuinfer"))
+        "CPU expert threads", _COUNT, shown_default="planned", helm="kt.cpuinfer",
+        commands=_CONVERT))
     kt_threadpool_count: int | None = option(None, OptionSpec(
-        "thread pools, one per NUMA node used", int_in(1, 1024), shown_default="planned"))
+        "thread pools, one per NUMA node used", int_in(1, 1024), shown_default="planned",
+        commands=_CONVERT))
     kt_numa_nodes: tuple[int, ...] | None = option(None, OptionSpec(
         "NUMA node of each pool, e.g. '0,1'", int_list(0, 1023, unique=True), kind="list",
-        shown_default="planned"))
+        shown_default="planned", commands=_CONVERT))
     kt_num_gpu_experts: int | None = option(None, OptionSpec(
         "routed experts per MoE layer kept on the GPU", int_in(0, 1_000_000),
         shown_default="planned", helm="kt.numGpuExperts"))
@@ -97,7 +112,7 @@ class Settings:
         shown_default="from the weights", helm="kt.method"))
     kt_cpu_variant: str | None = option(None, OptionSpec(
         "force kt-kernel's CPU variant (KT_KERNEL_CPU_VARIANT)", choice(CPU_VARIANTS),
-        choices=CPU_VARIANTS, shown_default="kt-kernel's detection"))
+        choices=CPU_VARIANTS, shown_default="kt-kernel's detection", commands=_CONVERT))
     kt_gpu_prefill_token_threshold: int = option(4096, OptionSpec(
         "prefill chunks of at least this many tokens run on the GPU", _COUNT))
     kt_enable_dynamic_expert_update: bool = option(True, OptionSpec(
@@ -111,14 +126,18 @@ class Settings:
     mtp: bool = option(False, OptionSpec(
         "MTP speculative decoding (EAGLE, 3 steps, 4 draft tokens)", parse_bool, kind="bool",
         helm="server.mtp"))
-    host: str = option("0.0.0.0", OptionSpec("address the server listens on", bind_address))
-    port: int = option(30000, OptionSpec("port the server listens on", _PORT, helm="server.port"))
+    # -- server: address, access, model code
+    host: str = option("0.0.0.0", OptionSpec("address the server listens on", bind_address,
+        commands=_CHAT))
+    port: int = option(30000, OptionSpec("port the server listens on", _PORT, helm="server.port",
+        commands=_CHAT))
     api_key_file: str | None = option(None, OptionSpec(
         "file holding the API key clients must send (never passed on a command line)", path,
-        shown_default="no key"))
+        shown_default="no key", commands=_CHAT))
     trust_remote_code: bool = option(False, OptionSpec(
         "let transformers run the model repository's own Python code", parse_bool, kind="bool",
         helm="server.trustRemoteCode"))
+    # -- sglang: parallelism, context, batching, memory
     tp_size: int | None = option(None, OptionSpec(
         "tensor parallel size", int_in(1, 1024), shown_default="GPUs x nodes",
         helm="server.tpSize"))
@@ -141,21 +160,40 @@ class Settings:
         "skip sglang's warm-up request", parse_bool, kind="bool"))
     disable_shared_experts_fusion: bool = option(True, OptionSpec(
         "keep shared experts unfused", parse_bool, kind="bool"))
+    # -- host memory
     hugepages: str = option("off", OptionSpec(
         "back the CPU experts with hugepages through glibc's malloc: off, thp (transparent "
         "hugepages) or hugetlb (the reserved 2 MiB pool); see bench/results/hugepages-*.json; "
         "the chart's hugepages.enabled sets true (hugetlb) or false (off)",
         hugepage_mode, choices=HUGEPAGE_MODES))
+    # -- multi-node
     nnodes: int = option(1, OptionSpec(
         "number of nodes (multi-node tensor parallel)", int_in(1, 1024), helm="multiNode.size"))
     node_rank: int = option(0, OptionSpec("this node's rank, below nnodes", int_in(0, 1023)))
     dist_init_addr: str | None = option(None, OptionSpec(
         "rank 0's HOST:PORT for multi-node", host_port, shown_default="-"))
+    # -- metrics, request logs, tracing (sglang's own; see kthybrid_serve/metrics.py)
+    enable_metrics: bool = option(True, OptionSpec(
+        "serve /metrics (sglang's --enable-metrics) with the plan's gauges (kthybrid_plan_*)",
+        parse_bool, kind="bool", helm="metrics.enabled"))
+    metrics_all_schedulers: bool | None = option(None, OptionSpec(
+        "every tensor-parallel rank's scheduler records metrics "
+        "(--enable-metrics-for-all-schedulers)", parse_bool, kind="bool",
+        shown_default="on when tp-size > 1"))
+    log_requests: str = option("off", OptionSpec(
+        "sglang's request log: off, text or json (--log-requests --log-requests-format)",
+        choice(LOG_FORMATS), choices=LOG_FORMATS, helm="metrics.requestLogs"))
+    otlp_traces_endpoint: str | None = option(None, OptionSpec(
+        "OpenTelemetry collector HOST:PORT for sglang's traces (--enable-trace)", host_port,
+        shown_default="no tracing", helm="metrics.otlpTracesEndpoint"))
+    # -- anything else sglang takes
     extra_args: tuple[str, ...] = option((), OptionSpec(
         "extra sglang arguments as a JSON array of strings", json_args,
         example='["--log-level", "info"]', helm="server.extraArgs"))
+    # -- convert
     output: str | None = option(None, OptionSpec(
-        "convert: where to write the AMXINT4 weights", path, shown_default="<model>-AMXINT4"))
+        "convert: where to write the AMXINT4 weights", path, shown_default="<model>-AMXINT4",
+        commands=frozenset({"convert"})))
     # fmt: on
 
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -229,11 +267,19 @@ def _check_type(option: Option, value: Value) -> Value:
     raise UsageError(f"{option.flag}: {value!r} is not a {expected.__name__}")
 
 
-def resolve_settings(cli: Mapping[str, Value], environ: Mapping[str, str]) -> Settings:
-    """A flag beats KTHYBRID_*, which beats the default. Raises UsageError on a bad value."""
+def resolve_settings(
+    cli: Mapping[str, Value], environ: Mapping[str, str], command: str | None = None
+) -> Settings:
+    """A flag beats KTHYBRID_*, which beats the default. Raises UsageError on a bad value.
+
+    With a `command`, only its options are read: the environment is shared by the compose
+    services, so a KTHYBRID_* variable another command takes is left alone, unparsed.
+    """
     values: dict[str, Value] = {}
     sources: dict[str, str] = {}
     for opt in OPTIONS:
+        if command is not None and command not in opt.spec.commands:
+            continue
         given = cli.get(opt.dest)
         if given is not None:
             values[opt.dest] = _check_type(opt, given)

@@ -19,8 +19,8 @@ from kthybrid_serve.errors import (
     NoGpuError,
     ShmTooSmallError,
 )
-from kthybrid_serve.host import HostFacts
-from kthybrid_serve.hugepages import (
+from kthybrid_serve.host.host import HostFacts
+from kthybrid_serve.plan.hugepages import (
     HUGETLB_PAGE,
     HUGETLB_POOL_FACTOR,
     THP_ENABLED,
@@ -28,9 +28,9 @@ from kthybrid_serve.hugepages import (
     pool_pages,
     thp_mode,
 )
-from kthybrid_serve.plan import Plan
+from kthybrid_serve.plan.plan import Plan
+from kthybrid_serve.plan.targets import TargetData, driver_at_least
 from kthybrid_serve.settings import Settings
-from kthybrid_serve.targets import TargetData, driver_at_least
 from kthybrid_serve.units import GIB, gib
 
 MIN_SHM_BYTES = 1 * GIB  # torch/NCCL shared memory; Docker's 64 MiB default breaks them

@@ -10,14 +10,15 @@ from typing import TypeVar
 from kthybrid_serve.apikey import read_api_key
 from kthybrid_serve.convert.run import ConvertRequest
 from kthybrid_serve.errors import CpuIsaError, LauncherError
-from kthybrid_serve.host import HostFacts, read_host
-from kthybrid_serve.method import AMX_FLAGS, has_flags
-from kthybrid_serve.model import CpuWeights, ModelFacts, read_cpu_weights, read_model
-from kthybrid_serve.plan import Plan, make_plan
-from kthybrid_serve.runtime_needs import ImageFacts, read_image
+from kthybrid_serve.host.host import HostFacts, read_host
+from kthybrid_serve.model.model import ModelFacts, read_model
+from kthybrid_serve.model.weights import CpuWeights, read_cpu_weights
+from kthybrid_serve.plan.method import AMX_FLAGS, has_flags
+from kthybrid_serve.plan.plan import Plan, make_plan
+from kthybrid_serve.plan.runtime_needs import ImageFacts, read_image
+from kthybrid_serve.plan.targets import TargetData, load_target_data
+from kthybrid_serve.plan.threads import ThreadRequest, cpu_budget, plan_threads
 from kthybrid_serve.settings import Settings
-from kthybrid_serve.targets import TargetData, load_target_data
-from kthybrid_serve.threads import ThreadRequest, cpu_budget, plan_threads
 from kthybrid_serve.validate import (
     Check,
     check_cache,

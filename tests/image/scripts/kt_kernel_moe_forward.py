@@ -211,7 +211,9 @@ def main() -> int:
     flags = host_flags()
     expected = expected_variant(flags)
 
-    import kt_kernel
+    from kthybrid_serve.ktkernel import import_kt_kernel
+
+    kt_kernel = import_kt_kernel()
 
     variant = str(kt_kernel.__cpu_variant__)
 

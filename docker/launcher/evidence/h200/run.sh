@@ -7,12 +7,12 @@
 set -u
 out=${1:?usage: run.sh OUTDIR}
 mkdir -p "$out"
-export PYTHONPATH=docker/launcher:tests/launcher${KT_PATH:+:$KT_PATH}
+export PYTHONPATH=docker/launcher:.${KT_PATH:+:$KT_PATH}
 export XDG_CACHE_HOME=/tmp/kthybrid-cache
 py=${PYTHON:-python3}
 "$py" - <<'PY'
 from pathlib import Path
-from launcher_fixtures import ModelSpec, build_model
+from tests.support.launcher_fixtures import ModelSpec, build_model
 build_model(Path("/tmp/kthybrid-models/tiny-moe"), ModelSpec(layers=4, experts=16, shards=3, nextn=0))
 build_model(Path("/tmp/kthybrid-models/DeepSeek-V4-Flash"), ModelSpec())
 PY
@@ -35,7 +35,7 @@ KTHYBRID_TARGET=sm120 KTHYBRID_TARGET_CC=12.0 run plan-tiny-as-sm120-image \
 # model: tune measures a 16-layer model with V4's expert shapes, planned for an RTX 5090.
 "$py" - <<'PY'
 from pathlib import Path
-from launcher_fixtures import ModelSpec, build_model
+from tests.support.launcher_fixtures import ModelSpec, build_model
 build_model(Path("/tmp/kthybrid-models/v4-shapes-16l"), ModelSpec(layers=16, shards=4, nextn=0))
 PY
 run tune "$py" -m kthybrid_serve tune --model /tmp/kthybrid-models/v4-shapes-16l

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kthybrid_serve.errors import ModelIncompleteError, WeightFormatError
-from kthybrid_serve.model import read_headers
+from kthybrid_serve.model.model import read_headers
 
 GROUP = 32  # MXFP4: one UE8M0 scale per 32 E2M1 values
 PROJECTIONS = ("gate", "up", "down")

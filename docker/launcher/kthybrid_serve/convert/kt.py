@@ -18,41 +18,12 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kthybrid_serve.errors import CpuIsaError, MissingToolError
+from kthybrid_serve.ktkernel import KtKernel
 
 AVX512_FLAGS = ("avx512f", "avx512bw")
-
-
-@dataclass(frozen=True)
-class KtKernel:
-    ext: Any
-    moe_class: Any
-    variant: str
-    version: str
-
-
-def load_kt_kernel() -> KtKernel:
-    """kt-kernel's extension with its AMX-INT4 MoE class, or a refusal naming what is missing."""
-    try:
-        import kt_kernel
-    except ImportError as error:
-        raise MissingToolError(
-            f"kt-kernel cannot be imported ({error}); run the converter in the kthybrid image"
-        ) from error
-    ext = kt_kernel.kt_kernel_ext
-    variant = str(getattr(kt_kernel, "__cpu_variant__", "unknown"))
-    moe_class = getattr(ext.moe, "AMXInt4_MOE", None)
-    if moe_class is None:
-        raise CpuIsaError(
-            f"kt-kernel's {variant} variant has no AMX-INT4 quantizer (AMXInt4_MOE needs a CPU "
-            "with AVX512F and AVX512BW), and serving AMXINT4 weights needs AMX; on this CPU "
-            "serve the MXFP4 checkpoint directly (--kt-method MXFP4), no conversion"
-        )
-    return KtKernel(ext, moe_class, variant, str(getattr(kt_kernel, "__version__", "unknown")))
 
 
 @contextmanager

@@ -12,25 +12,20 @@ a previous run left half-done.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from kthybrid_serve.convert.checkpoint import (
-    GROUP,
     Checkpoint,
     SourceLayer,
-    TensorRef,
     read_checkpoint,
 )
 from kthybrid_serve.convert.layout import (
     FORMAT_VERSION,
-    LAYER_MARKER,
     MANIFEST,
     METHOD,
     STAGING,
@@ -217,56 +212,6 @@ def _tree_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _fsync_tree(path: Path) -> None:
-    for directory, _, files in os.walk(path):
-        for name in files:
-            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _read_into(ref: TensorRef, target: Any) -> None:
-    """Read one tensor's bytes straight into a uint8 tensor's memory."""
-    view = memoryview(target.numpy()).cast("B")
-    with ref.file.open("rb", buffering=0) as handle:
-        handle.seek(ref.offset)
-        got = 0
-        while got < ref.nbytes:
-            count = handle.readinto(view[got:])
-            if not count:
-                raise WeightFormatError(
-                    f"{ref.file} ends inside {ref.key}; the download was interrupted, "
-                    "fetch it again"
-                )
-            got += count
-
-
-def _load_projection(layer: SourceLayer, proj: str, weights: Any, scales: Any) -> tuple[Any, Any]:
-    """The projection's MXFP4 bytes of every expert, read into the reused flat buffers."""
-    first = layer.experts[0][proj]
-    experts = len(layer.experts)
-    w = weights[: experts * first.weight.nbytes].view(experts, *first.weight.shape)
-    s = scales[: experts * first.scale.nbytes].view(experts, *first.scale.shape)
-    for expert, projections in enumerate(layer.experts):
-        _read_into(projections[proj].weight, w[expert])
-        _read_into(projections[proj].scale, s[expert])
-    return w, s
-
-
-def _rows_cols(proj: str, geometry: Geometry) -> tuple[int, int]:
-    """kt-kernel's bf16 input shapes: gate and up [intermediate, hidden], down the reverse."""
-    if proj == "down":
-        return geometry.hidden, geometry.intermediate
-    return geometry.intermediate, geometry.hidden
-
-
 def _pick_device(wanted: str) -> str:
     import torch
 
@@ -279,12 +224,13 @@ def _pick_device(wanted: str) -> str:
 
 def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult:
     """Carry out a plan from `plan_conversion`; prints progress to `stream`."""
-    from kthybrid_serve.convert.kt import Quantizer, load_kt_kernel, log_tail, scratch_log
+    from kthybrid_serve.convert.kt import Quantizer, scratch_log
+    from kthybrid_serve.ktkernel import load_kt_kernel
 
     kt = load_kt_kernel()  # first: it refuses cleanly where kt-kernel (or torch) is missing
     import torch
 
-    from kthybrid_serve.convert.dequant import dequantize, nan_scale_count
+    from kthybrid_serve.convert.layer import Workspace, convert_layer
 
     out = stream or sys.stdout
     request, geometry = plan.request, plan.geometry
@@ -295,7 +241,6 @@ def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult
     write_atomically(output / MANIFEST, manifest_for(plan.checkpoint, geometry).to_json())
     log = scratch_log(output)
     quantizer = Quantizer(kt, request.threads, list(request.numa_nodes), log)
-    dims = plan.checkpoint.dims
 
     done = sum(1 for p in plan.layers if p.state == "done")
     out.write(
@@ -304,99 +249,17 @@ def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult
         f"dequantizing on {device}, kt-kernel {kt.version} ({kt.variant}); "
         f"{size_text(plan.needed_bytes)} to write, {size_text(plan.free_bytes)} free\n"
     )
-    # Buffers reused by every layer (all have the same shapes): the MXFP4 bytes of one
-    # projection (pinned, for fast copies to the GPU) and the bf16 experts kt-kernel reads.
-    values = geometry.experts * geometry.hidden * geometry.intermediate
-    pin = device == "cuda"
-    source_weights = torch.empty(values // 2, dtype=torch.uint8, pin_memory=pin)
-    source_scales = torch.empty(values // GROUP, dtype=torch.uint8, pin_memory=pin)
-    bf16 = {
-        proj: torch.empty((geometry.experts, *_rows_cols(proj, geometry)), dtype=torch.bfloat16)
-        for proj in ("gate", "up", "down")
-    }
+    work = Workspace.allocate(
+        geometry, plan.checkpoint.dims.experts_per_token, device, quantizer, log, output
+    )
     progress = Progress(len(plan.layers), done, out)
     started = time.monotonic()
     layer_seconds: dict[int, dict[str, float]] = {}
     for item in plan.layers:
-        layer = item.layer
-        final = output / f"_layer_{layer.index}"
-        staged = staging / f"_layer_{layer.index}"
-        if item.state == "done":
-            continue
-        if item.state == "resume":
-            progress.note(f"{layer.name}: a previous run left it half-done; converting it again")
-        if item.state == "redo":
-            progress.note(
-                f"{layer.name}: {final} is incomplete ({'; '.join(item.problems)}); "
-                "converting it again"
-            )
-            shutil.rmtree(final)
-        if staged.exists():
-            shutil.rmtree(staged)
-        progress.working(layer.name)
-        times: dict[str, float] = {}
-        t0 = time.monotonic()
-        for proj in ("gate", "up", "down"):
-            t = time.monotonic()
-            weights, scales = _load_projection(layer, proj, source_weights, source_scales)
-            times["read"] = times.get("read", 0.0) + time.monotonic() - t
-            bad = nan_scale_count(scales)
-            if bad:
-                raise WeightFormatError(
-                    f"{layer.name} {proj}: {bad} MXFP4 scales are 0xFF (NaN); the checkpoint is "
-                    "corrupt, download it again"
-                )
-            t = time.monotonic()
-            dequantize(weights, scales, device, bf16[proj])
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times["dequant"] = times.get("dequant", 0.0) + time.monotonic() - t
-            del weights, scales
-        t = time.monotonic()
-        try:
-            quantizer.quantize_layer(
-                root=staging,
-                layer=layer.index,
-                experts_per_token=dims.experts_per_token,
-                gate=bf16["gate"],
-                up=bf16["up"],
-                down=bf16["down"],
-            )
-        except RuntimeError as error:
-            raise LauncherError(
-                f"kt-kernel could not quantize {layer.name}: {error}; "
-                f"its log says: {log_tail(log) or 'nothing'}"
-            ) from error
-        times["quantize_write"] = time.monotonic() - t
-        t = time.monotonic()
-        problems = [p for p in layer_problems(staged, geometry) if LAYER_MARKER not in p]
-        if problems:
-            raise LauncherError(
-                f"kt-kernel wrote {layer.name} incompletely ({'; '.join(problems)}); is "
-                f"{output} full or read-only? kt-kernel said: {log_tail(log) or 'nothing'}"
-            )
-        _fsync_tree(staged)
-        write_atomically(
-            staged / LAYER_MARKER,
-            json.dumps(
-                {
-                    "layer": layer.index,
-                    "name": layer.name,
-                    "mtp": layer.mtp,
-                    "bytes": geometry.layer_bytes,
-                    "seconds": round(time.monotonic() - t0, 3),
-                }
-            )
-            + "\n",
-        )
-        staged.rename(final)
-        _fsync_dir(output)
-        times["verify_sync"] = time.monotonic() - t
-        times["total"] = time.monotonic() - t0
-        layer_seconds[layer.index] = times
-        progress.layer_done(layer.name, times["total"])
+        if item.state != "done":
+            layer_seconds[item.layer.index] = convert_layer(work, item, progress)
     progress.finish()
-    del bf16, source_weights, source_scales
+    del work
     shutil.rmtree(staging, ignore_errors=True)
     log.unlink(missing_ok=True)
     seconds = time.monotonic() - started
@@ -418,11 +281,3 @@ def convert(plan: ConversionPlan, stream: TextIO | None = None) -> ConvertResult
         kt_kernel_version=kt.version,
         bytes_written=len(converted) * geometry.layer_bytes,
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

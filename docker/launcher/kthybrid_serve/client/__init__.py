@@ -1,0 +1,1 @@
+"""Client-side tools that talk to a running kthybrid server."""

@@ -1,0 +1,1 @@
+"""The host as the launcher reads it: CPUs, NUMA, memory, cgroup limits, GPUs."""

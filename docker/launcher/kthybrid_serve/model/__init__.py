@@ -1,0 +1,1 @@
+"""The model as its config and safetensors headers give it."""

@@ -1,0 +1,39 @@
+"""Host memory facts, written once: what the CPU experts and the runtime need.
+
+The launcher checks a host against these, and `plan --helm-values` prints the chart's
+budget from them, so the chart and the launcher cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kthybrid_serve.units import GIB
+
+EXPERT_OVERHEAD_FRACTION = 0.05  # kt-kernel's per-pool buffers and loader copies
+RUNTIME_BYTES = 8 * GIB  # Python processes, torch, CUDA context, pinned staging buffers
+CHART_SHM_GIB = 16  # the chart's memory-backed /dev/shm (counts against the pod's limit)
+CHART_HEADROOM_GIB = 32  # the chart's allocator and page-cache slack above the launcher's need
+
+
+def expert_memory_with_overhead(expert_bytes: int) -> int:
+    return expert_bytes + int(expert_bytes * EXPERT_OVERHEAD_FRACTION)
+
+
+def host_memory_needed(expert_bytes: int, small_page_share: float = 1.0) -> int:
+    """Ordinary RAM (what MemAvailable and the cgroup limit count) the server needs.
+
+    With the experts on a hugetlb pool only `small_page_share` of them stays in ordinary
+    memory; the pool itself is checked against the free hugepages.
+    """
+    return expert_memory_with_overhead(int(expert_bytes * small_page_share)) + RUNTIME_BYTES
+
+
+def helm_values(expert_bytes: int) -> dict[str, int]:
+    """The chart's `hostMemory.*` values for these experts (whole GiB, rounded up)."""
+    return {
+        "cpuExpertWeightsGi": math.ceil(expert_memory_with_overhead(expert_bytes) / GIB),
+        "pinnedBuffersGi": math.ceil(RUNTIME_BYTES / GIB),
+        "shmGi": CHART_SHM_GIB,
+        "headroomGi": CHART_HEADROOM_GIB,
+    }

@@ -1,0 +1,1 @@
+"""kthybrid's tests; tests.support holds what tests and benchmarks share."""
