@@ -8,7 +8,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import KEY, Router, chat, post
+from router_fixtures import KEY, Router, chat, post
 
 # Routes that reach a server or change the router (sglang-router 0.3.2 answers 401 without key).
 GUARDED = ("/v1/chat/completions", "/v1/completions", "/generate")

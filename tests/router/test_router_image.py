@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import KEY_PATH_IN_CONTAINER, LABEL, free_port
+from router_fixtures import KEY_PATH_IN_CONTAINER, LABEL, free_port
 
 from builder.lock import ROUTER_LOCK, normalise, read_lock
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from conftest import Router, chat
+from router_fixtures import Router, chat
 
 
 def test_the_router_exports_prometheus_metrics_of_worker_selection(router: Router) -> None:

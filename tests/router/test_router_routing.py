@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import Router, chat, served_by
+from router_fixtures import Router, chat, served_by
 
 
 def conversation(i: int) -> str:
