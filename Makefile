@@ -135,7 +135,7 @@ test-unit: venv ## Tests that need no Docker engine: builder, launcher, converte
 	$(BIN)/pytest tests/builder tests/launcher tests/convert -m "not docker" $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint tools image ## Everything: lint, then all tests against the image of ARCH (builds it first)
+test: lint tools image router-image ## Everything: lint, then all tests against the image of ARCH (builds it first)
 	$(BIN)/pytest tests --image $(IMAGE) $(PYTEST_ARGS)
 
 .PHONY: test-image
@@ -168,3 +168,20 @@ clean: ## Remove containers left by tests, dangling images and build leftovers (
 .PHONY: prometheus-image
 prometheus-image: venv base ## Build kthybrid-prometheus:latest (Debian's prometheus, compose's monitoring profile)
 	$(BIN)/python -m builder build-aux prometheus --repository $(REPOSITORY)
+
+# The router image (docker/router: sglang-router, no CUDA); tests/router run the router from it.
+export KTHYBRID_ROUTER_IMAGE ?= $(REPOSITORY):router
+
+.PHONY: router-image
+router-image: venv base ## Build the router image (sglang-router; no CUDA) as REPOSITORY:router
+	$(BIN)/python -m builder build-router --repository $(REPOSITORY)
+
+# checkov on the router scenario's render too (router.enabled: its RBAC, Deployment, policies).
+.PHONY: checkov-router
+checkov-router: $(CHECKOV_VENV)/.installed
+	bash tools/install-helm.sh
+	mkdir -p .tools/checkov-render
+	.tools/bin/helm template kthybrid helm/kthybrid --namespace kthybrid \
+	  --values helm/kthybrid/ci/router-values.yaml > .tools/checkov-render/kthybrid-router.yaml
+	$(CHECKOV_RUN) --framework kubernetes --file .tools/checkov-render/kthybrid-router.yaml
+checkov: checkov-router

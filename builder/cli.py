@@ -120,6 +120,22 @@ def _cmd_bases(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_router(args: argparse.Namespace) -> int:
+    from builder.router import build_router_image
+
+    ca = args.ca_bundle or default_ca_bundle()
+    tags = build_router_image(
+        load_versions(),
+        repository=args.repository,
+        base_image=args.base_image,
+        index_url=args.index_url,
+        ca_bundle=Path(ca) if ca else None,
+        pull=not args.no_pull,
+    )
+    print(f"built the router image as {', '.join(tags)}")
+    return 0
+
+
 def _cmd_build_aux(args: argparse.Namespace) -> int:
     from builder.aux_images import build_aux_image
 
@@ -177,6 +193,18 @@ def parser() -> argparse.ArgumentParser:
         help="build the build-only stages up to this one and tag them, not the image",
     )
     build.set_defaults(run=_cmd_build)
+
+    router = commands.add_parser(
+        "build-router", help="build the router image (sglang-router; no CUDA) as REPOSITORY:router"
+    )
+    router.add_argument(
+        "--repository", default="kthybrid", help="image repository (default kthybrid)"
+    )
+    router.add_argument("--base-image", help="run-time base image (default from versions.yaml)")
+    router.add_argument("--index-url", help="Python package index or mirror for the build")
+    router.add_argument("--ca-bundle", help="PEM bundle the build's downloads trust")
+    router.add_argument("--no-pull", action="store_true", help="never pull; use local images only")
+    router.set_defaults(run=_cmd_build_router)
 
     sbom = commands.add_parser("sbom", help="write a built image's CycloneDX SBOM to a file")
     sbom.add_argument("--arch", required=True, help="target name, e.g. sm120")

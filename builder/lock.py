@@ -21,13 +21,14 @@ SBOM_TOOLS_LOCK = LOCK_DIR / "sbom-tools.lock"
 # The host's .venv (`make venv`): the builder's and the launcher's requirements with the dev
 # tools, for every platform (uv's universal resolution), installed with --require-hashes.
 DEV_LOCK = REPO_ROOT / "dev.lock"
+ROUTER_LOCK = LOCK_DIR / "router.lock"
 
 # Installer and wheel builder used inside the image build (never in the image); hashed too.
 BUILD_TOOLS = ("uv==0.9.5", "setuptools==80.9.0", "wheel==0.45.1")
 # The CycloneDX library that writes the image's SBOM in a build-only stage; hashed too.
 SBOM_TOOLS = ("cyclonedx-python-lib==11.12.0",)
 # What `python -m builder lock --only NAME` can resolve alone, leaving the other locks as they are.
-LOCK_NAMES = ("stack", "build-tools", "sbom-tools", "dev")
+LOCK_NAMES = ("stack", "build-tools", "sbom-tools", "dev", "router")
 
 _ENTRY_START = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
@@ -151,6 +152,15 @@ def write_locks(
         )
     if only in (None, "dev"):
         outputs[DEV_LOCK] = _dev_lock(versions, index_url)
+    if only in (None, "router"):
+        from builder.router import load_router_requirements
+
+        outputs[ROUTER_LOCK] = _tools_lock(
+            tuple(f"{r.name}=={r.version}" for r in load_router_requirements()),
+            versions,
+            index_url,
+            "The router image's Python environment (docker/router; versions.yaml `router`).",
+        )
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     # Write each file atomically so an interrupted run leaves the old lock intact.
     for path, text in outputs.items():

@@ -225,6 +225,11 @@ def render_all(
         rendered = with_block(path, start, end, block)
         if rendered is not None:
             files.append(RenderedFile(path, rendered, root))
+    from builder.fleet import render_fleet_compose, with_fleet_env  # these import this module
+    from builder.router import render_router_dockerfile
+
+    files += [render_router_dockerfile(versions, root), render_fleet_compose(root)]
+    files = with_fleet_env(files, root)
     launcher_readme = root / "docker" / "launcher" / "README.md"
     options = with_block(launcher_readme, OPTIONS_START, OPTIONS_END, options_table())
     if options is not None:

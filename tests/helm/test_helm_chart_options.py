@@ -66,6 +66,11 @@ NOT_LAUNCHER: dict[str, tuple[str, tuple[int, int]]] = {
     "podDisruptionBudget.maxUnavailable": ("PodDisruptionBudget maxUnavailable (int32)", INT32),
     "helmTest.maxTokens": ("the helm test request's max_tokens", INT32),
     "helmTest.timeoutSeconds": ("the helm test script's timeout", INT32),
+    "router.replicaCount": ("router Deployment spec.replicas (int32)", INT32),
+    "router.port": ("router containerPort", PORT),
+    "router.metricsPort": ("router metrics containerPort", PORT),
+    "router.resources.cpu": ("router cpu request/limit (cores)", INT32),
+    "router.resources.memoryGi": ("router memory request/limit (Gi)", GI_IN_INT64),
 }
 
 
