@@ -234,7 +234,10 @@ def attach_sbom(
 ) -> tuple[str, bool]:
     """Push `sbom` as an artifact whose subject is the image; returns its digest, and whether
     the referrers fallback tag had to be written (the registry has no referrers API)."""
-    json.loads(sbom)  # a CycloneDX JSON document, or nothing at all
+    try:
+        json.loads(sbom)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PushError(f"the SBOM is not JSON ({error}): run `make sbom` again") from None
     subject = registry.descriptor(name, image_digest)
     layer = Descriptor(SBOM_ARTIFACT_TYPE, registry.put_blob(name, sbom), len(sbom))
     registry.put_blob(name, EMPTY_CONFIG_BYTES)

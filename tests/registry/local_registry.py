@@ -65,7 +65,10 @@ def config(root: Path, port: int, htpasswd: Path | None, tls: tuple[Path, Path] 
     document: dict[str, object] = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(root / "data")},
+            "delete": {"enabled": True},
+        },
         "http": http,
     }
     if tls:
@@ -114,7 +117,9 @@ def local_registry(
         f"127.0.0.1:{port}", root, username, password, pair[1] if pair else None
     )
     try:
-        _wait(f"{registry.scheme}://{registry.host}/v2/", process, log, str(pair[1]) if pair else True)
+        _wait(
+            f"{registry.scheme}://{registry.host}/v2/", process, log, str(pair[1]) if pair else True
+        )
         yield registry
     finally:
         process.terminate()
