@@ -165,3 +165,7 @@ push: sbom ## Push ARCH's image to REGISTRY, attach its SBOM; digest and pins in
 push-chart: venv tools ## Package the chart and push it to oci://REGISTRY/charts
 	@test -n "$$KTHYBRID_PUSH_REGISTRY" || { echo "make push-chart: set REGISTRY=host[:port][/path]" >&2; exit 2; }
 	$(BIN)/python -m builder push-chart --registry "$$KTHYBRID_PUSH_REGISTRY" $(PUSH_CA)
+
+.PHONY: bench-push
+bench-push: venv tools ## Push ARCH's image to a loopback docker-registry, cold and again (slow: ~12-20 min)
+	$(BIN)/python bench/push.py --arch $(ARCH)
