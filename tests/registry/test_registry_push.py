@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 
 import docker
 import pytest
 import requests
 import yaml
-from conftest import Pushed
+from conftest import REPO_ROOT, Pushed
 
 from builder.push import REGISTRY_PATTERN, PushError, push_image, record_push
 
@@ -123,3 +124,15 @@ def test_a_registry_push_refuses_is_one_the_chart_refuses_too(registry: str) -> 
     chart = re.compile(pattern["repository"]["pattern"])
     assert not REGISTRY_PATTERN.match(registry)
     assert not chart.match(f"{registry}/kthybrid")
+
+
+@pytest.mark.docker
+def test_compose_with_the_env_pin_runs_the_image_by_digest(pushed: Pushed, tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "compose"))
+    from compose_project import ComposeProject
+
+    pin = record_push(pushed.first, "sm120", tmp_path / "pins")[2]
+    settings = dict(line.split("=", 1) for line in pin.read_text().splitlines() if "=" in line)
+    services = ComposeProject(tmp_path).set(**settings).config()["services"]
+    expected = f"{pushed.first.repository}:sm120@{pushed.first.digest}"
+    assert {s["image"] for s in services.values()} == {expected}
