@@ -21,6 +21,7 @@ from typing import Any
 import docker
 import docker.errors
 import docker.utils
+import requests
 
 from builder.errors import BuilderError
 
@@ -228,6 +229,11 @@ def push_image(
     except docker.errors.APIError as error:
         explanation = _scrub(str(error.explanation or error), credentials)
         raise PushError(f"the engine refused the push: {explanation}") from None
+    except requests.RequestException as error:
+        raise PushError(
+            f"the engine stopped answering during the push ({type(error).__name__}): see its "
+            f"log (dockerd), then push again (layers already sent are not sent twice)"
+        ) from None
     finally:
         if added:
             client.images.remove(f"{repository}:{tag}", noprune=True)
