@@ -17,7 +17,7 @@ from builder.push import PushError, check_registry, credentials_from_env, record
 _CREDENTIALS = "credentials: KTHYBRID_REGISTRY_USER and KTHYBRID_REGISTRY_PASSWORD (never flags)"
 
 
-def _sbom_for(image: str, sbom_file: Path) -> bytes:
+def image_sbom_file(image: str, sbom_file: Path) -> bytes:
     """The SBOM file `make sbom` wrote, once it is shown to be the image's own."""
     from builder.build import connect
     from builder.sbom import read_sbom
@@ -44,7 +44,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
     credentials = credentials_from_env()
     source = args.image or image_tags(target, load_versions(), args.repository)[0]
     out_dir = Path(args.out_dir or f"build/{target.name}")
-    sbom = None if args.no_sbom else _sbom_for(source, out_dir / "sbom.cdx.json")
+    sbom = None if args.no_sbom else image_sbom_file(source, out_dir / "sbom.cdx.json")
     result = push_image(connect(), source, registry, args.tag, credentials)
     for path in record_push(result, target.name, out_dir):
         print(f"wrote {path}")

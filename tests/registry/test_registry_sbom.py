@@ -7,6 +7,7 @@ referrer is listed by the OCI 1.1 fallback: an image index under the tag sha256-
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import requests
@@ -22,6 +23,8 @@ from builder.oci import (
     split_repository,
 )
 from builder.push import PushError
+from builder.registry_cli import image_sbom_file
+from builder.sbom import extract_sbom
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +111,31 @@ def test_an_sbom_that_is_not_json_is_not_attached(pushed: Pushed) -> None:
     host, name = split_repository(pushed.first.repository)
     with pytest.raises(PushError, match="is not JSON"):
         attach_sbom(OciRegistry(host), name, pushed.first.digest, b"not json")
+
+
+@pytest.mark.docker
+@pytest.mark.image
+def test_the_file_make_sbom_writes_is_taken_as_the_image_s_sbom(
+    image_name: str, image_sbom: bytes, tmp_path: Path
+) -> None:
+    written = tmp_path / "sbom.cdx.json"
+    extract_sbom(image_name, written)
+    assert json.loads(image_sbom_file(image_name, written)) == json.loads(image_sbom)
+
+
+@pytest.mark.docker
+@pytest.mark.image
+def test_a_stale_sbom_file_is_refused_before_anything_is_pushed(
+    image_name: str, image_sbom: bytes, tmp_path: Path
+) -> None:
+    stale = json.loads(image_sbom)
+    stale["components"] = stale["components"][1:]
+    written = tmp_path / "sbom.cdx.json"
+    written.write_text(json.dumps(stale))
+    with pytest.raises(PushError, match=r"is not the SBOM in .* run `make sbom` again"):
+        image_sbom_file(image_name, written)
+
+
+def test_a_missing_sbom_file_names_make_sbom(tmp_path: Path) -> None:
+    with pytest.raises(PushError, match="run `make sbom` first"):
+        image_sbom_file("kthybrid:sm120", tmp_path / "absent.json")
