@@ -11,40 +11,27 @@ for byte. The same code pushes both.
 from __future__ import annotations
 
 import io
-import os
 import secrets
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import docker.errors
 import pytest
 from local_registry import INSTALL_SCRIPT, LocalRegistry, local_registry
+from registry_helpers import USER, Pushed
 
 from builder.build import BuildOptions, build_image
 from builder.chart_push import ChartPush, push_chart
 from builder.cli import default_ca_bundle
 from builder.matrix import load_targets, load_versions
-from builder.push import Credentials, PushResult, push_image
+from builder.push import Credentials, push_image
 from builder.sbom import SBOM_PATH
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_REPOSITORY = "kthybrid-registry-test"
 SMALL_STAGE = "build-inputs"
-USER = "kthybrid-ci"
-
-
-@dataclass(frozen=True)
-class Pushed:
-    """One push of the small image and what came of it."""
-
-    registry: LocalRegistry
-    first: PushResult
-    second: PushResult
 
 
 @pytest.fixture(scope="session")
@@ -144,20 +131,3 @@ def chart_plain(
     plain_registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory
 ) -> ChartPush:
     return push_chart(plain_registry.host, tmp_path_factory.mktemp("chart-plain"))
-
-
-def run_builder(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT
-) -> subprocess.CompletedProcess[str]:
-    """`python -m builder ARGS` as a user runs it; the environment has no registry credentials
-    unless `env` brings them."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KTHYBRID_REGISTRY_")}
-    return subprocess.run(
-        [sys.executable, "-m", "builder", *args],
-        cwd=cwd,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, USER, run_builder
 from local_registry import LocalRegistry
+from registry_helpers import REPO_ROOT, USER, run_builder
 
 from builder.chart_push import helm_binary, registry_session
 from builder.oci import OciRegistry, attach_sbom, split_repository

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Pushed
+from registry_helpers import Pushed
 
 from builder.chart_push import CHART_DIR, ChartPush, helm_binary
 from builder.push import record_push

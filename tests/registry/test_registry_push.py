@@ -12,7 +12,7 @@ import docker
 import pytest
 import requests
 import yaml
-from conftest import REPO_ROOT, Pushed
+from registry_helpers import REPO_ROOT, Pushed
 
 from builder.push import REGISTRY_PATTERN, PushError, push_image, record_push
 

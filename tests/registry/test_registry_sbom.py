@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import Pushed
+from registry_helpers import Pushed
 
 from builder.oci import (
     OCI_INDEX,
