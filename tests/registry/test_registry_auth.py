@@ -18,7 +18,7 @@ from registry_helpers import REPO_ROOT, USER, run_builder
 
 from builder.chart_push import helm_binary, registry_session
 from builder.oci import OciRegistry, attach_sbom, split_repository
-from builder.push import Credentials
+from builder.push import Credentials, PushError
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "builder"))
 from test_build_leaves_no_secret import scan  # the build's secret scan, reused
@@ -170,3 +170,10 @@ def test_the_engine_s_and_the_registry_s_logs_hold_no_password(
     for path in logs:
         with path.open("rb") as log:
             assert scan(iter(lambda: log.read(1 << 20), b""), auth_run.needles) == [], path
+
+
+def test_a_tls_registry_whose_ca_is_not_given_says_to_pass_ca_file(
+    auth_registry: LocalRegistry, credentials: Credentials
+) -> None:
+    with pytest.raises(PushError, match="pass --ca-file"):
+        OciRegistry(auth_registry.host, credentials)
