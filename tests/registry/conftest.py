@@ -1,7 +1,7 @@
 """Session fixtures of the registry tests: two real registries on the loopback, one push each.
 
-Which image is pushed: the full image (9.6 GB, 15 layers, 5.2 GB in the registry) took 702 s
-and 1218 s to push cold on the shared 2-core machine (bench/push.py measures it; the engine
+Which image is pushed: the full image (9.6 GB, 15 layers, 5.2 GB in the registry) took 702,
+1218 and 842 s to push cold on the shared 2-core machine (bench/push.py measures it; the engine
 gzips every layer), far over the few minutes a test session may spend. So the round trip
 pushes a small image that the builder itself builds (its `build-inputs` stage, ~107 MB, cached
 by `make image`), and the SBOM it carries to the registry is the real image's own file, byte
