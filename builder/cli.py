@@ -233,6 +233,10 @@ def parser() -> argparse.ArgumentParser:
     aux.add_argument("--base-image", help="run-time base image (default from versions.yaml)")
     aux.add_argument("--no-pull", action="store_true", help="never pull; use local images only")
     aux.set_defaults(run=_cmd_build_aux)
+
+    from builder.registry_cli import add_registry_commands  # push, push-chart, fetch-sbom
+
+    add_registry_commands(commands)
     return main
 
 
