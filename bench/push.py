@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,13 +22,11 @@ from pathlib import Path
 from imagetools import elapsed, write_json
 
 from builder.build import connect, image_tags
-from builder.matrix import REPO_ROOT, load_targets, load_versions
+from builder.matrix import load_targets, load_versions
 from builder.oci import OciRegistry, attach_sbom, fetch_sbom, split_repository
 from builder.push import push_image
 from builder.sbom import SBOM_PATH, read_sbom
-
-sys.path.insert(0, str(REPO_ROOT / "tests" / "registry"))
-from local_registry import local_registry
+from tests.support.local_registry import local_registry
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import secrets
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -25,6 +25,7 @@ from builder.matrix import load_targets, load_versions
 from tests.support.index_proxy import (
     AuthenticatingIndex,  # tests/builder is on the path (no package)
 )
+from tests.support.secret_scan import scan
 
 REPOSITORY = "kthybrid-test-secrets"
 
@@ -39,18 +40,6 @@ def site_certificate(tmp_path: Path) -> str:
         check=True, capture_output=True,
     )  # fmt: skip
     return cert.read_text()
-
-
-def scan(chunks: Iterable[bytes], needles: list[bytes]) -> list[bytes]:
-    """The needles found in a byte stream, across chunk boundaries."""
-    found: set[bytes] = set()
-    keep = max(len(n) for n in needles)
-    tail = b""
-    for chunk in chunks:
-        window = tail + chunk
-        found.update(n for n in needles if n in window)
-        tail = window[-keep:]
-    return sorted(found)
 
 
 @pytest.fixture(scope="module")

@@ -66,3 +66,18 @@ def test_make_venv_installs_with_require_hashes_and_fetches_nothing_else() -> No
         assert "--require-hashes" in line or "--no-index" in line, line
     assert any("--require-hashes --no-deps -r dev.lock" in line for line in installs)
     assert "dev.lock" in recipe.splitlines()[0]
+
+
+def test_a_package_the_image_also_has_is_the_images_version() -> None:
+    # The launcher's clients (openai, httpx), plots (pillow) and metrics (prometheus-client)
+    # are tested here against the versions they meet in the image.
+    from builder.lock import REPLACEMENTS_LOCK, STACK_LOCK, read_lock
+
+    image = {p.name: p.version for p in read_lock(STACK_LOCK) + read_lock(REPLACEMENTS_LOCK)}
+    differ = {
+        name: (_pin(entry)[0], image[name])
+        for name, entry in _entries()
+        if name in image and _pin(entry)[0] != image[name]
+    }
+    assert differ == {}
+    assert {"openai", "httpx", "pillow", "prometheus-client"} <= {n for n, _ in _entries()}

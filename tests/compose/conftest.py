@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from compose_project import API_KEY, OTHER_MOE, ComposeProject
+
+from tests.support.compose_project import API_KEY, OTHER_MOE, ComposeProject
 
 DEFAULT_IMAGE = "kthybrid:sm120"
 NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")

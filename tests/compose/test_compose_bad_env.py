@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from compose_project import ComposeProject
+
+from tests.support.compose_project import ComposeProject
 
 Compose = Callable[..., ComposeProject]
 

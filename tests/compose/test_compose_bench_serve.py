@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compose_project import ComposeProject
 
 from tests.support import openai_standin
+from tests.support.compose_project import ComposeProject
 
 Compose = Callable[..., ComposeProject]
 STANDIN_LAYER = Path(__file__).with_name("standin.compose.yaml")

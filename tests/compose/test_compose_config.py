@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from compose_project import ARCHES, COMPOSE_DIR, LAYERS, PROFILES, ComposeProject
 
 from builder.matrix import TARGETS_FILE, load_targets, load_versions
 from builder.render import render_all
+from tests.support.compose_project import ARCHES, COMPOSE_DIR, LAYERS, PROFILES, ComposeProject
 
 EXTRA_TARGET_DATA = Path(__file__).resolve().parents[1] / "builder" / "data" / "sm86-target.yaml"
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from compose_project import CI_MEMLOCK, ComposeProject
 
+from tests.support.compose_project import CI_MEMLOCK, ComposeProject
 from tests.support.mxfp4_checkpoint import Spec, write_checkpoint
 
 Compose = Callable[..., ComposeProject]

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from compose_project import ComposeProject
+
+from tests.support.compose_project import ComposeProject
 
 Compose = Callable[..., ComposeProject]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from compose_project import COMPOSE_DIR, env_example
+from tests.support.compose_project import COMPOSE_DIR, env_example
 
 # ${NAME}, ${NAME:-default}, ${NAME:?message}
 _REFERENCE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::([-?])([^}]*))?\}")

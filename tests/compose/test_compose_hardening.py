@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compose_project import COMPOSE_DIR, LAYERS, PROFILES, ComposeProject, env_example
 from kthybrid_serve.settings import ENV_NAMES
+
+from tests.support.compose_project import COMPOSE_DIR, LAYERS, PROFILES, ComposeProject, env_example
 
 Compose = Callable[..., ComposeProject]
 HOME = "/home/kthybrid"

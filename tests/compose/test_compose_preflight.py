@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 import yaml
-from compose_project import API_KEY, COMPOSE_DIR, PROFILES, ComposeProject, _clean_environ
+
+from tests.support.compose_project import (
+    API_KEY,
+    COMPOSE_DIR,
+    PROFILES,
+    ComposeProject,
+    _clean_environ,
+)
 
 Compose = Callable[..., ComposeProject]
 PREFLIGHT = COMPOSE_DIR / "preflight.sh"

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from compose_project import API_KEY, CI_MEMLOCK, OTHER_MOE, ComposeProject
+
+from tests.support.compose_project import API_KEY, CI_MEMLOCK, OTHER_MOE, ComposeProject
 
 Compose = Callable[..., ComposeProject]
 NO_GPU = "compose.yaml:compose.no-gpu.yaml"

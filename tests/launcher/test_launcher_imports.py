@@ -145,3 +145,32 @@ def test_ktkernel_is_the_one_module_in_the_repository_that_imports_kt_kernel() -
         if _loads_kt_kernel(ast.parse(path.read_text(), str(path)))
     )
     assert loaders == ["docker/launcher/kthybrid_serve/ktkernel.py"]
+
+
+def _edits_sys_path(tree: ast.AST) -> bool:
+    """A call on sys.path (insert, append, extend) or an assignment to it."""
+    for node in ast.walk(tree):
+        target = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = node.func.value
+        elif isinstance(node, ast.Assign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            target = next((t for t in targets if isinstance(t, ast.Attribute)), None)
+        if (
+            isinstance(target, ast.Attribute)
+            and target.attr == "path"
+            and isinstance(target.value, ast.Name)
+            and target.value.id == "sys"
+        ):
+            return True
+    return False
+
+
+def test_no_python_file_in_the_repository_edits_sys_path() -> None:
+    # Tests and bench share helpers through the tests.support package (issue 17).
+    editors = sorted(
+        str(path.relative_to(REPO))
+        for path in _python_files()
+        if _edits_sys_path(ast.parse(path.read_text(), str(path)))
+    )
+    assert editors == []

@@ -20,7 +20,6 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from local_registry import INSTALL_SCRIPT, LocalRegistry, local_registry
 from registry_helpers import USER, Pushed
 
 from builder.build import BuildOptions, build_image
@@ -29,6 +28,7 @@ from builder.cli import default_ca_bundle
 from builder.matrix import load_targets, load_versions
 from builder.push import Credentials, push_image
 from builder.sbom import SBOM_PATH
+from tests.support.local_registry import INSTALL_SCRIPT, LocalRegistry, local_registry
 
 TEST_REPOSITORY = "kthybrid-registry-test"
 SMALL_STAGE = "build-inputs"

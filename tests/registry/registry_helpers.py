@@ -8,9 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_registry import LocalRegistry
-
 from builder.push import PushResult
+from tests.support.local_registry import LocalRegistry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 USER = "kthybrid-ci"

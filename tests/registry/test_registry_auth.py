@@ -7,21 +7,18 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from local_registry import LocalRegistry
 from registry_helpers import REPO_ROOT, USER, run_builder
 
 from builder.chart_push import helm_binary, registry_session
 from builder.oci import OciRegistry, attach_sbom, split_repository
 from builder.push import Credentials, PushError
-
-sys.path.insert(0, str(REPO_ROOT / "tests" / "builder"))
-from test_build_leaves_no_secret import scan  # the build's secret scan, reused
+from tests.support.local_registry import LocalRegistry
+from tests.support.secret_scan import scan  # the build's secret scan, reused
 
 DOCKERD_LOG = Path("/var/log/dockerd.log")
 CONFIG_FILES = (

@@ -5,16 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from pathlib import Path
 
 import docker
 import pytest
 import requests
 import yaml
-from registry_helpers import REPO_ROOT, Pushed
+from registry_helpers import Pushed
 
 from builder.push import REGISTRY_PATTERN, PushError, push_image, record_push
+from tests.support.compose_project import ComposeProject
 
 CHART_SCHEMA = Path(__file__).resolve().parents[2] / "helm" / "kthybrid" / "values.schema.json"
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
@@ -128,9 +128,6 @@ def test_a_registry_push_refuses_is_one_the_chart_refuses_too(registry: str) -> 
 
 @pytest.mark.docker
 def test_compose_with_the_env_pin_runs_the_image_by_digest(pushed: Pushed, tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO_ROOT / "tests" / "compose"))
-    from compose_project import ComposeProject
-
     pin = record_push(pushed.first, "sm120", tmp_path / "pins")[2]
     settings = dict(line.split("=", 1) for line in pin.read_text().splitlines() if "=" in line)
     services = ComposeProject(tmp_path).set(**settings).config()["services"]

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "docker" / "router"))
-
-import kthybrid_router
 from kthybrid_serve import apikey
+
+from tests.support.router_entry import load_router_entry
+
+kthybrid_router = load_router_entry()
 
 
 def refusal(argv: list[str], environ: dict[str, str], capsys: pytest.CaptureFixture[str]) -> str:
