@@ -47,9 +47,9 @@ def test_multinode_monitors_the_leaders_and_the_workers_as_job_kthybrid(
 ) -> None:
     service_monitor = multinode.one("ServiceMonitor")
     pod_monitor = multinode.one("PodMonitor")
-    assert pod_monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == (
-        "worker"
-    )
+    assert pod_monitor["spec"]["selector"]["matchExpressions"] == [
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["worker"]}
+    ]
     service = multinode.one("Service")
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "leader"
     for endpoint in (service_monitor["spec"]["endpoints"][0],
@@ -85,3 +85,29 @@ def test_tracing_and_json_request_logs_reach_the_launcher() -> None:
     env = _env(rendered)
     assert (env["KTHYBRID_LOG_REQUESTS"], env["KTHYBRID_OTLP_TRACES_ENDPOINT"]) == (
         "json", "otel:4317")  # fmt: skip
+
+
+@pytest.mark.parametrize("scenario", ["router", "router-leaderworkerset"])
+def test_with_the_router_the_servers_are_scraped_as_pods_not_through_the_routers_service(
+    scenario: str,
+) -> None:
+    rendered = run_helm_template(HELM, scenario_file(scenario),
+                                 set_values=("serviceMonitor.enabled=true",))  # fmt: skip
+    # The chart's Service selects the router; a ServiceMonitor on it would scrape the router's
+    # HTTP port, so only the router's own monitor (its metrics port) may select a Service.
+    for monitor in rendered.of_kind("ServiceMonitor"):
+        assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == (
+            "router"
+        )
+    serving = ["server"] if scenario == "router" else ["leader", "worker"]
+    pod_monitor = rendered.one("PodMonitor")
+    assert pod_monitor["spec"]["selector"]["matchExpressions"] == [
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": serving}
+    ]
+    if scenario == "router":
+        component = "app.kubernetes.io/component"
+        deployments = rendered.of_kind("Deployment")
+        [servers] = [d for d in deployments if d["metadata"]["labels"][component] == "server"]
+        containers = servers["spec"]["template"]["spec"]["containers"]
+        [server] = [c for c in containers if c["name"] == "server"]
+        assert "http" in {port["name"] for port in server["ports"]}
