@@ -147,10 +147,11 @@ test/%: venv ## One test group against IMAGE: make test/helm, test/compose, test
 	$(BIN)/pytest tests/$* --image $(IMAGE) $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: venv ## Benchmarks: render and plan times, image sizes and build times (writes bench/results/)
+bench: venv ## Benchmarks: render and plan times, image sizes and build times, bench-serve accuracy (writes bench/results/)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/image.py --arch $(ARCH) --repository $(REPOSITORY)
+	$(BIN)/python bench/serve_standin.py
 
 .PHONY: bench-reproducible
 bench-reproducible: venv base ## Two builds from empty caches (removes REPOSITORY's images): which layers match
