@@ -206,7 +206,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             last: dict[str, Any] = {"index": 0, "finish_reason": "length"}
-            last.update({"delta": {}} if chat else {"text": ""})
+            ending: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
+            last.update(ending)
             self._event({"id": "standin", "object": kind, "created": created,
                          "model": behaviour.model, "choices": [last]})  # fmt: skip
             if (request.get("stream_options") or {}).get("include_usage"):
