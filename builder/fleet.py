@@ -91,6 +91,9 @@ def _router(replicas: int, policy: str) -> dict[str, Any]:
         "security_opt": ["no-new-privileges:true"],
         "cap_drop": ["ALL"],
         "tmpfs": ["/tmp:mode=1777"],
+        # The router's prefix tree grows with traffic; the chart's router.resources default.
+        "mem_limit": "${ROUTER_MEM_LIMIT:-4g}",
+        "pids_limit": 1024,
         "command": [
             *("--host", "0.0.0.0", "--port", str(SERVER_PORT)),
             *("--prometheus-host", "0.0.0.0", "--prometheus-port", "29000"),

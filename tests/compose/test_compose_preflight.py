@@ -32,7 +32,7 @@ def services() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         project = ComposeProject(env_dir=Path(tmp))
         project.set(MODELS_DIR=tmp)
-        found: dict[str, Any] = project.config((*PROFILES, "tune"))["services"]
+        found: dict[str, Any] = project.config((*PROFILES, "tune", "monitoring"))["services"]
     return found
 
 
@@ -48,7 +48,8 @@ def preflight(project: ComposeProject, **shell: str) -> subprocess.CompletedProc
 
 
 def test_every_service_has_a_memory_and_a_process_limit(services: dict[str, Any]) -> None:
-    assert set(services) >= {"server", "server-mtp", "download", "convert", "tune", "chat"}
+    assert set(services) >= {"server", "server-mtp", "download", "convert", "tune", "chat",
+                             "bench-serve", "prometheus"}  # fmt: skip
     for name, service in services.items():
         assert int(service["mem_limit"]) > 0, name
         assert int(service["pids_limit"]) > 0, name

@@ -89,7 +89,17 @@ def pod_specs(rendered: Rendered) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def server_pod_specs(rendered: Rendered) -> list[tuple[str, dict[str, Any]]]:
-    return [(w, s) for w, s in pod_specs(rendered) if not w.startswith(("Pod/", "Job/"))]
+    """The serving pods: not the test pod, jobs, or the router's Deployment (router.enabled)."""
+    routers = {
+        f"Deployment/{d['metadata']['name']}"
+        for d in rendered.of_kind("Deployment")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "router"
+    }
+    return [
+        (w, s)
+        for w, s in pod_specs(rendered)
+        if not w.startswith(("Pod/", "Job/")) and w not in routers
+    ]
 
 
 def container(spec: dict[str, Any], name: str) -> dict[str, Any]:

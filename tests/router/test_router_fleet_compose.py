@@ -133,3 +133,10 @@ def test_bad_fleet_data_is_refused_with_one_line(tmp_path: Path, text: str, says
     data.write_text(text)
     with pytest.raises(MatrixError, match=says):
         load_fleet(data)
+
+
+def test_every_fleet_service_has_a_memory_and_a_process_limit(fleet: dict[str, Any]) -> None:
+    # The servers inherit compose.yaml's server limits (MEM_LIMIT); the router has its own.
+    for name, service in fleet.items():
+        assert int(service["mem_limit"]) > 0, name
+        assert int(service["pids_limit"]) > 0, name
