@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from typing import Any
 
 import yaml
@@ -56,11 +57,25 @@ def scenarios(result: list[dict[str, Any]], standin: StandIn) -> set[str]:
     return {by_target[s["metric"]["instance"]] for s in result if "instance" in s["metric"]}
 
 
+def wait_for_scenarios(
+    prometheus: Prometheus, expr: str, standin: StandIn, wanted: set[str], timeout: float = 90
+) -> set[str]:
+    """The servers the query has series for, once it has them for every wanted one (each
+    target is scraped at its own moment, so the first answer may lack some)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = scenarios(wait_for_series(prometheus, expr, timeout), standin)
+        if found >= wanted or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
 def test_prometheus_scrapes_both_servers_and_marks_the_dead_one_down(
     prometheus: Prometheus, standin: StandIn
 ) -> None:
-    result = wait_for_series(prometheus, 'up{job="kthybrid"} == 1')
-    assert scenarios(result, standin) >= {"healthy", "overloaded"}
+    found = wait_for_scenarios(prometheus, 'up{job="kthybrid"} == 1', standin,
+                               {"healthy", "overloaded"})  # fmt: skip
+    assert found >= {"healthy", "overloaded"}
     assert scenarios(prometheus.query('up{job="kthybrid"} == 0'), standin) == {"down"}
 
 
@@ -71,8 +86,7 @@ def test_every_dashboard_query_returns_a_series_for_the_healthy_server(
     assert len(queries) >= 15
     empty = []
     for title, expr in queries:
-        result = wait_for_series(prometheus, expr, timeout=60)
-        if "healthy" not in scenarios(result, standin):
+        if "healthy" not in wait_for_scenarios(prometheus, expr, standin, {"healthy"}, 60):
             empty.append(f"{title}: {expr}")
     assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
 
@@ -85,7 +99,7 @@ def test_every_alert_fires_for_its_failure_and_not_for_the_healthy_server(
     for rule in rules:
         expected = EXPECTED_FIRING[rule["alert"]]
         # The overloaded server restarts once, some seconds after it starts.
-        found = scenarios(wait_for_series(prometheus, rule["expr"], timeout=120), standin)
+        found = wait_for_scenarios(prometheus, rule["expr"], standin, {expected}, 120)
         assert expected in found, f"{rule['alert']} did not fire for {expected}: {found}"
         assert "healthy" not in found, f"{rule['alert']} fired for the healthy server"
 
