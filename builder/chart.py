@@ -3,8 +3,7 @@
 Every option with a `helm=` path gets, from its field alone: a `## @param` entry (and its
 default, where the chart writes one) in values.yaml, a node in values.schema.json with the
 launcher's own range, and a KTHYBRID_* variable in `kthybrid.launcherOptionsEnv` (_pod.tpl).
-The range comes from the option's parser (IntRange, IntListRange, OpenInterval, Choice in
-kthybrid_serve.parsers); any other parser gives its type only, from the field's annotation.
+The schema nodes and their ranges are builder/chart_schema.py's.
 """
 
 from __future__ import annotations
@@ -107,108 +106,17 @@ def chart_options(options: typing.Sequence[Any] | None = None) -> list[ChartOpti
     return found
 
 
-def _base_type(annotation: object) -> tuple[type, type | None]:
+def base_type(annotation: object) -> tuple[type, type | None]:
     """(type, element type) of a field annotation such as `int | None` or tuple[str, ...]."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType) and len(args) == 1:
-        return _base_type(args[0])
+        return base_type(args[0])
     if origin is tuple:
         return tuple, args[0] if args else str
     if isinstance(annotation, type):
         return annotation, None
     raise RenderDriftError(f"no chart type for the field annotation {annotation!r}")
-
-
-JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", tuple: "array"}
-
-
-def schema_node(option: ChartOption) -> dict[str, Any]:
-    """The values.schema.json node of one option: the launcher's type and range."""
-    from kthybrid_serve.parsers import (
-        MAX_TEXT,
-        Choice,
-        IntListRange,
-        IntRange,
-        OpenInterval,
-        path,
-        text,
-    )
-
-    parse = option.parse
-    node: dict[str, Any] = {"$comment": SCHEMA_COMMENT.format(by=GENERATED_BY, env=option.env)}
-    kinds: list[str]
-    if isinstance(parse, Choice):
-        node["description"] = option.help
-        node["enum"] = [*parse.choices, *([] if option.owned else [None])]
-        return node
-    if isinstance(parse, IntRange):
-        kinds = ["integer"]
-        node |= {"minimum": parse.low, "maximum": parse.high}
-    elif isinstance(parse, IntListRange):
-        kinds = ["array"]
-        items = {"type": "integer", "minimum": parse.low, "maximum": parse.high}
-        node |= {"items": items, "minItems": 1} | ({"uniqueItems": True} if parse.unique else {})
-    elif isinstance(parse, OpenInterval):
-        kinds = ["number"]
-        node |= {"exclusiveMinimum": parse.low, "exclusiveMaximum": parse.high}
-        if (parse.low, parse.high) == (0.0, 1.0):
-            kinds.append("string")
-            node["pattern"] = FRACTION_PATTERN
-    else:
-        base, element = _base_type(option.annotation)
-        kinds = [JSON_TYPES[base]]
-        if base is tuple:
-            node["items"] = {"type": JSON_TYPES[element or str]}
-        if option.parse in (path, text):
-            node["maxLength"] = MAX_TEXT
-        node |= CHART_NARROWS.get(option.path, {})
-    if not option.owned:
-        kinds.append("null")
-    node = {"type": kinds[0] if len(kinds) == 1 else kinds, "description": option.help} | node
-    return node
-
-
-def _integers(node: dict[str, Any]) -> dict[str, Any]:
-    """Whole-number floats (0.0, 1.0) as JSON integers, as the schema wrote them by hand."""
-    return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in node.items()}
-
-
-def render_schema(text: str, options: list[ChartOption]) -> str:
-    """values.schema.json with every launcher option's node rendered; stale nodes removed."""
-    schema = json.loads(text)
-    marker = GENERATED_BY
-    wanted = {o.path: o for o in options}
-    for option in options:
-        parent = schema
-        for part in option.parent.split("."):
-            parent = parent.get("properties", {}).get(part)
-            if not isinstance(parent, dict) or "properties" not in parent:
-                raise RenderDriftError(
-                    f"values.schema.json has no object `{option.parent}` for {option.path} "
-                    f"({option.env}): add it with a `properties` map"
-                )
-        parent["properties"][option.key] = _integers(schema_node(option))
-        required = set(parent.get("required", []))
-        if _chart_default(option) is not None:
-            required.add(option.key)
-        else:
-            required.discard(option.key)
-        parent["required"] = sorted(required)
-    _drop_stale(schema, "", wanted, marker)
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
-
-
-def _drop_stale(node: dict[str, Any], prefix: str, wanted: dict[str, Any], marker: str) -> None:
-    for key, child in list(node.get("properties", {}).items()):
-        path = f"{prefix}{key}"
-        if not isinstance(child, dict):
-            continue
-        if marker in str(child.get("$comment", "")) and path not in wanted:
-            del node["properties"][key]
-            node["required"] = [r for r in node.get("required", []) if r != key]
-        else:
-            _drop_stale(child, path + ".", wanted, marker)
 
 
 def values_block(parent: str, options: list[ChartOption], indent: str) -> list[str]:
@@ -221,7 +129,7 @@ def values_block(parent: str, options: list[ChartOption], indent: str) -> list[s
                 f"the @param line of {option.path} is {len(lines[-1])} characters, over "
                 f"yamllint's {MAX_LINE}: shorten its help in settings.py or its chart note"
             )
-        value = _chart_default(option)
+        value = chart_default(option)
         if value is not None:
             if not indent:
                 raise RenderDriftError(
@@ -232,11 +140,11 @@ def values_block(parent: str, options: list[ChartOption], indent: str) -> list[s
     return lines
 
 
-def _chart_default(option: ChartOption) -> object:
+def chart_default(option: ChartOption) -> object:
     """What values.yaml writes: a chart-owned value, or an empty list (the same as unset)."""
     if option.owned:
-        chart_default = CHART_OWNED[option.path]
-        return option.default if chart_default is None else chart_default
+        owned_default = CHART_OWNED[option.path]
+        return option.default if owned_default is None else owned_default
     if option.default == ():
         return []
     return None
@@ -259,7 +167,7 @@ def param_text(option: ChartOption) -> str:
         what += ": " + ", ".join(parse.choices[:-1]) + f" or {parse.choices[-1]}"
     if option.path in CHART_NOTES:
         what += f"; {CHART_NOTES[option.path]}"
-    if _chart_default(option) is not None:
+    if chart_default(option) is not None:
         return what
     return f"{what}; unset: {option.shown_default or 'the launcher decides'}"
 
@@ -301,7 +209,7 @@ def pod_env(options: list[ChartOption]) -> str:
     ]
     for option in (o for o in options if not o.owned):
         value = f"$v.{option.path}"
-        base, _ = _base_type(option.annotation)
+        base, _ = base_type(option.annotation)
         if isinstance(option.parse, IntRange):
             form = f"{value} | int64 | toString | quote"
         elif isinstance(option.parse, IntListRange):
@@ -334,6 +242,8 @@ def render_pod(text: str, options: list[ChartOption]) -> str:
 
 def render_chart(chart: Path, options: list[ChartOption] | None = None) -> dict[Path, str]:
     """values.yaml, values.schema.json and templates/_pod.tpl of `chart`, rendered."""
+    from builder.chart_schema import render_schema  # it builds on this module's option model
+
     options = chart_options() if options is None else options
     renders = {
         "values.yaml": render_values,

@@ -144,31 +144,8 @@ def _cmd_build_aux(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(
-        prog="python -m builder",
-        description="Render, lock and build kthybrid images from builder/targets.yaml "
-        "and builder/versions.yaml.",
-    )
-    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    listing = commands.add_parser("list", help="list the GPU targets and their image tags")
-    listing.add_argument("--names", action="store_true", help="only the names, on one line")
-    listing.set_defaults(run=_cmd_list)
-
-    render = commands.add_parser("render", help="render Dockerfiles and targets copies")
-    render.add_argument("--check", action="store_true", help="fail if committed files differ")
-    render.set_defaults(run=_cmd_render)
-
-    lock = commands.add_parser("lock", help="resolve the pinned versions into hash locks (uv)")
-    lock.add_argument("--index-url", help="package index or mirror to resolve against")
-    lock.add_argument(
-        "--only",
-        choices=LOCK_NAMES,
-        help="resolve one lock and leave the others as they are",
-    )
-    lock.set_defaults(run=_cmd_lock)
-
+def _add_build_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`build` (a target's image), `build-router` and `build-aux` (the other images)."""
     build = commands.add_parser("build", help="build one target's image with the Docker engine")
     build.add_argument("--arch", required=True, help="target name, e.g. sm120 (see `list`)")
     build.add_argument(
@@ -206,6 +183,43 @@ def parser() -> argparse.ArgumentParser:
     router.add_argument("--no-pull", action="store_true", help="never pull; use local images only")
     router.set_defaults(run=_cmd_build_router)
 
+    aux = commands.add_parser(
+        "build-aux", help="build an auxiliary image (builder/aux_images.yaml)"
+    )
+    aux.add_argument("name", help="entry of builder/aux_images.yaml, e.g. prometheus")
+    aux.add_argument("--repository", default="kthybrid", help="tagged <repository>-<name>:latest")
+    aux.add_argument("--base-image", help="run-time base image (default from versions.yaml)")
+    aux.add_argument("--no-pull", action="store_true", help="never pull; use local images only")
+    aux.set_defaults(run=_cmd_build_aux)
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="python -m builder",
+        description="Render, lock and build kthybrid images from builder/targets.yaml "
+        "and builder/versions.yaml.",
+    )
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="list the GPU targets and their image tags")
+    listing.add_argument("--names", action="store_true", help="only the names, on one line")
+    listing.set_defaults(run=_cmd_list)
+
+    render = commands.add_parser("render", help="render Dockerfiles and targets copies")
+    render.add_argument("--check", action="store_true", help="fail if committed files differ")
+    render.set_defaults(run=_cmd_render)
+
+    lock = commands.add_parser("lock", help="resolve the pinned versions into hash locks (uv)")
+    lock.add_argument("--index-url", help="package index or mirror to resolve against")
+    lock.add_argument(
+        "--only",
+        choices=LOCK_NAMES,
+        help="resolve one lock and leave the others as they are",
+    )
+    lock.set_defaults(run=_cmd_lock)
+
+    _add_build_commands(commands)
+
     sbom = commands.add_parser("sbom", help="write a built image's CycloneDX SBOM to a file")
     sbom.add_argument("--arch", required=True, help="target name, e.g. sm120")
     sbom.add_argument(
@@ -224,15 +238,6 @@ def parser() -> argparse.ArgumentParser:
         help="write the registry digests that a registry answered into builder/versions.yaml",
     )
     bases.set_defaults(run=_cmd_bases)
-
-    aux = commands.add_parser(
-        "build-aux", help="build an auxiliary image (builder/aux_images.yaml)"
-    )
-    aux.add_argument("name", help="entry of builder/aux_images.yaml, e.g. prometheus")
-    aux.add_argument("--repository", default="kthybrid", help="tagged <repository>-<name>:latest")
-    aux.add_argument("--base-image", help="run-time base image (default from versions.yaml)")
-    aux.add_argument("--no-pull", action="store_true", help="never pull; use local images only")
-    aux.set_defaults(run=_cmd_build_aux)
 
     from builder.registry_cli import add_registry_commands  # push, push-chart, fetch-sbom
 
