@@ -223,8 +223,9 @@ def render_replicas(replicas: ReplicaSet, host: HostFacts, model: ModelFacts) ->
     out += ["".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip()
             for row in rows]  # fmt: skip
     out.append(
-        "total CPU decode ceiling: the sum over replicas (each decodes its own requests); one "
-        f"server on the whole host (--replicas 1): {_tokens(replicas.whole_host_ceiling)}"
+        "the total CPU decode ceiling is the sum over replicas (each decodes its own requests); "
+        f"one server on the whole host (--replicas 1): {_tokens(replicas.whole_host_ceiling)} "
+        f"({replicas.whole_host_why})"
     )
     for rp in replicas.plans:
         out.append(f"replica {rp.replica.index} CPU decode ceiling: {rp.ceiling_why}")
@@ -268,6 +269,7 @@ def replicas_json(replicas: ReplicaSet, host: HostFacts, model: ModelFacts) -> d
             "cpu_decode_ceiling": replicas.total_ceiling,
         },
         "whole_host_cpu_decode_ceiling": replicas.whole_host_ceiling,
+        "whole_host_cpu_decode_ceiling_reason": replicas.whole_host_why,
         "fleet_env": [line for line in replicas.fleet_env() if not line.startswith("#")],
         "host": whole["host"],
         "model": whole["model"],

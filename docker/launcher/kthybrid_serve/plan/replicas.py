@@ -27,6 +27,7 @@ from kthybrid_serve.plan.targets import TargetData
 from kthybrid_serve.settings import Settings
 
 MAX_PORT = 65535
+MEASURED = "measured by `kthybrid-serve tune` on exactly these CPUs"
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class ReplicaSet:
     split: HostSplit
     plans: tuple[ReplicaPlan, ...]
     whole_host_ceiling: float | None  # one server on the whole host, for comparison
+    whole_host_why: str
 
     @property
     def cpu_expert_bytes(self) -> int:
@@ -239,7 +241,7 @@ def _ceiling(
         return None, "GPU-only: the CPU sets no ceiling"
     if rp_plan.cpu_decode_ceiling is not None:
         ceiling = rp_plan.cpu_decode_ceiling
-        return (None if math.isinf(ceiling) else ceiling), "measured on the replica's own CPUs"
+        return (None if math.isinf(ceiling) else ceiling), MEASURED
     shape = expert_shape(model)
     tuned = lookup(tune_dir(environ), tune_key(host, shape, rp_plan.kt_method))
     if tuned is None:
@@ -302,12 +304,11 @@ def plan_replicas(
         ceiling, why = _ceiling(plan, host, model, environ)
         plan = _replica_plan(replica, rhost, plan, settings, count)
         plans.append(ReplicaPlan(replica, rhost, plan, ceiling, why))
-    whole: float | None = plans[0].ceiling if count == 1 else None
-    if count > 1:
-        try:
-            one = make_plan(host, model, weights, settings, data, environ, image)
-        except LauncherError:
-            one = None  # one server on the whole host cannot be planned: nothing to compare
-        if one is not None and one.cpu_decode_ceiling is not None:
-            whole = None if math.isinf(one.cpu_decode_ceiling) else one.cpu_decode_ceiling
-    return ReplicaSet(split, tuple(plans), whole)
+    if count == 1:
+        return ReplicaSet(split, tuple(plans), plans[0].ceiling, plans[0].ceiling_why)
+    try:
+        one = make_plan(host, model, weights, settings, data, environ, image)
+    except LauncherError as error:  # nothing to compare with
+        return ReplicaSet(split, tuple(plans), None, f"no plan ({error.message})")
+    whole, why = _ceiling(one, host, model, environ)
+    return ReplicaSet(split, tuple(plans), whole, why)
