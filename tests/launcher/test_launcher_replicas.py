@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from kthybrid_serve.cpubench.tuning import choose, store
 from kthybrid_serve.host.host import parse_cpulist, read_host
 from kthybrid_serve.model.experts import ExpertShape, decode_ceiling
 from kthybrid_serve.plan.records import tune_dir, tune_key
-from kthybrid_serve.plan.replicas import MEASURED
+from kthybrid_serve.plan.replicas import MEASURED, split_host
 
 from tests.support.launcher_fixtures import GIB, H200, RTX5090, Result
 
@@ -247,3 +248,20 @@ def test_the_decode_ceiling_is_shown_per_replica_and_in_total(
         assert f"{replica['cpu_decode_ceiling']:.1f} tokens/s" in rows[str(replica["index"])]
     assert f"{total:.1f} tokens/s" in rows["total"]
     assert f"(--replicas 1): {whole['cpu_decode_ceiling']:.1f} tokens/s" in text
+
+
+def test_nvml_uuids_name_the_gpus_for_docker_and_cuda(make_host: Callable[..., Path]) -> None:
+    # Inside a container that sees some GPUs NVML's index is not the host's; the UUID is.
+    host = read_host(str(make_host(**TWO_SOCKETS)), [H200, H200])
+    with_uuids = replace(host, gpus=tuple(replace(g, uuid=f"GPU-{g.index}aa") for g in host.gpus))
+    split = split_host(with_uuids, 2, 30000)
+    assert [r.device_ids for r in split.replicas] == ["GPU-1aa", "GPU-0aa"]
+    assert [r.gpu_ids for r in split.replicas] == ["1", "0"]
+    one_without = replace(with_uuids, gpus=(with_uuids.gpus[0], replace(host.gpus[1], uuid=None)))
+    # Per replica: its GPUs by UUID only when each of them has one.
+    assert [r.device_ids for r in split_host(one_without, 2, 30000).replicas] == ["1", "GPU-0aa"]
+
+
+def test_a_garbage_gpu_numa_node_in_the_host_tree_is_refused(plan_on: PlanOn) -> None:
+    garbage = {"/sys/bus/pci/devices/0000:17:00.0/numa_node": "node one\n"}
+    refused(plan_on("plan", "--replicas", "2", extra=garbage), 22, "numa_node", "not a number")

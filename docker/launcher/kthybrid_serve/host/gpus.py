@@ -28,6 +28,7 @@ class Gpu:
     numa_node: int | None = None
     pci_bus_id: str | None = None
     source: str = "nvml"  # "nvml" or "flag"
+    uuid: str | None = None  # NVML's GPU-...: the same on the host and in any container
 
     @property
     def cc_text(self) -> str:
@@ -108,6 +109,10 @@ def _nvml_gpu(index: int, driver: str, cuda_driver: int | None, notes: list[str]
         bus: str | None = _text(pynvml.nvmlDeviceGetPciInfo(handle).busId)
     except pynvml.NVMLError:
         bus = None
+    try:
+        uuid: str | None = _text(pynvml.nvmlDeviceGetUUID(handle))
+    except pynvml.NVMLError:
+        uuid = None
     return Gpu(
         index=index,
         name=_text(pynvml.nvmlDeviceGetName(handle)),
@@ -117,6 +122,7 @@ def _nvml_gpu(index: int, driver: str, cuda_driver: int | None, notes: list[str]
         cuda_driver_version=cuda_driver,
         numa_node=numa if numa is not None and numa >= 0 else None,
         pci_bus_id=bus,
+        uuid=uuid,
     )
 
 

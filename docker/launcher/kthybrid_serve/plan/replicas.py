@@ -46,6 +46,14 @@ class Replica:
     def gpu_ids(self) -> str:
         return ",".join(str(g.index) for g in self.gpus)
 
+    @property
+    def device_ids(self) -> str:
+        """For Docker's device_ids and CUDA_VISIBLE_DEVICES: NVML's UUIDs where every GPU has
+        one (an index inside a container that sees some GPUs is not the host's), else indexes.
+        """
+        uuids = [g.uuid for g in self.gpus]
+        return ",".join(u for u in uuids if u) if all(uuids) else self.gpu_ids
+
 
 @dataclass(frozen=True)
 class HostSplit:
@@ -220,7 +228,7 @@ class ReplicaSet:
         count = len(self.plans)
         lines = [
             f"# kthybrid-serve plan --replicas {count} --fleet-env: compose.fleet.yaml's bindings",
-            f"# (builder/fleet.yaml's replicas must be {count}; FLEET_<i>_GPUS: nvidia-smi index)",
+            f"# (builder/fleet.yaml's replicas must be {count}; GPUs as NVML UUIDs, else indexes)",
         ]
         for rp in self.plans:
             r = rp.replica
@@ -228,7 +236,7 @@ class ReplicaSet:
             lines += [
                 f"FLEET_{r.index}_CPUSET={r.cpuset}",
                 f"FLEET_{r.index}_NUMA_NODES={','.join(map(str, nodes))}",
-                f"FLEET_{r.index}_GPUS={r.gpu_ids}",
+                f"FLEET_{r.index}_GPUS={r.device_ids}",
             ]
         return lines
 
@@ -278,7 +286,7 @@ def _replica_plan(
     return replace(
         plan,
         items=(item, *plan.items),
-        env={**plan.env, "CUDA_VISIBLE_DEVICES": replica.gpu_ids},
+        env={**plan.env, "CUDA_VISIBLE_DEVICES": replica.device_ids},
         argv=tuple(argv),
     )
 
