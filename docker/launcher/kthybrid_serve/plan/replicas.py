@@ -266,9 +266,7 @@ def _ceiling(
     return (None if math.isinf(ceiling) else ceiling), why
 
 
-def _replica_plan(
-    replica: Replica, rhost: HostFacts, plan: Plan, settings: Settings, count: int
-) -> Plan:
+def _replica_plan(replica: Replica, plan: Plan, settings: Settings, count: int) -> Plan:
     """The replica's own plan, confined: its CPUs (numactl) and its GPUs (CUDA)."""
     bind = f"--physcpubind={replica.cpuset}"
     argv = list(plan.argv)
@@ -310,7 +308,7 @@ def plan_replicas(
         own = replace(settings, port=replica.port)
         plan = make_plan(rhost, model, weights, own, data, environ, image)
         ceiling, why = _ceiling(plan, host, model, environ)
-        plan = _replica_plan(replica, rhost, plan, settings, count)
+        plan = _replica_plan(replica, plan, settings, count)
         plans.append(ReplicaPlan(replica, rhost, plan, ceiling, why))
     if count == 1:
         return ReplicaSet(split, tuple(plans), plans[0].ceiling, plans[0].ceiling_why)
