@@ -4,7 +4,7 @@ Each replica is the compose `server` service (extended from compose.yaml) pinned
 CPU set, NUMA node(s) and GPU(s), with no port of its own: clients reach the router, which
 waits until every replica is healthy. The per-replica bindings are host facts, so the file
 names them as variables (FLEET_<i>_CPUSET, FLEET_<i>_NUMA_NODES, FLEET_<i>_GPUS) that .env
-sets in one place; `kthybrid-serve plan --replicas N` is to print those lines (the seam).
+sets in one place; `kthybrid-serve plan --replicas N --fleet-env` prints those lines (the seam).
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ HEADER = """\
 #   COMPOSE_FILE=compose.yaml:compose.fleet.yaml  COMPOSE_PROFILES=fleet
 #   make router-image                    # the router image (kthybrid:router; no CUDA)
 #   docker compose up -d --wait
-# Per replica i (0..{last}) .env sets (one place; `kthybrid-serve plan --replicas {replicas}` is to
-# print these lines):
+# Per replica i (0..{last}) .env sets (one place; from the host's plan:
+#   docker compose run --rm server plan --replicas {replicas} --fleet-env >> .env):
 #   FLEET_<i>_CPUSET      the CPUs of the replica's NUMA node(s), e.g. 0-31 (Docker's cpuset)
 #   FLEET_<i>_NUMA_NODES  the NUMA node(s) of its CPU experts, e.g. 0 (KTHYBRID_KT_NUMA_NODES)
 #   FLEET_<i>_GPUS        its GPU id(s) (nvidia-smi index or UUID), e.g. 0

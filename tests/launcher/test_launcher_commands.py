@@ -26,7 +26,8 @@ def test_the_cli_commands_are_the_commands_options_name() -> None:
 @pytest.mark.parametrize("command", COMMAND_NAMES)
 def test_each_subcommand_parser_takes_exactly_its_options(command: str) -> None:
     parser = _subparsers(build_parser())[command]
-    taken = {action.dest for action in parser._actions} - {"help", "json", "helm_values"}
+    outputs = {"help", "json", "helm_values", "fleet_env"}
+    taken = {action.dest for action in parser._actions} - outputs
     assert taken == {option.dest for option in OPTIONS if command in option.spec.commands}
 
 

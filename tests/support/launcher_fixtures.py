@@ -63,6 +63,8 @@ class HostSpec:
     isolated: str = ""  # /sys/devices/system/cpu/isolated
     nohz_full: str = ""
     cpuless_nodes: int = 0  # memory-only nodes (CXL expanders) after the CPU nodes
+    # NVIDIA GPUs in /sys/bus/pci/devices, in bus order: each one's numa_node (-1: unknown)
+    gpu_nodes: tuple[int, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -219,6 +221,16 @@ def build_host(root: Path, spec: HostSpec) -> Path:
         f"Max locked memory         {memlock:<21}{memlock:<21}bytes     \n"
         "Max open files            1048576              1048576              files     \n",
     )
+    for i, node in enumerate(spec.gpu_nodes):
+        # A 3D controller per bus, then its audio-less neighbour: an Intel NIC (not a GPU).
+        for address, vendor, klass in (
+            (f"0000:{0x17 + 0x20 * i:02x}:00.0", "0x10de", "0x030200"),
+            (f"0000:{0x18 + 0x20 * i:02x}:00.0", "0x8086", "0x020000"),
+        ):
+            base = f"/sys/bus/pci/devices/{address}"
+            _write(root, f"{base}/vendor", f"{vendor}\n")
+            _write(root, f"{base}/class", f"{klass}\n")
+            _write(root, f"{base}/numa_node", f"{node}\n")
     for path, text in spec.extra.items():
         _write(root, path, text)
     return root

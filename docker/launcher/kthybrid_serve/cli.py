@@ -21,10 +21,20 @@ from kthybrid_serve.report import (
     plan_json,
     render_checks,
     render_plan,
+    render_replicas,
+    replicas_json,
 )
 from kthybrid_serve.settings import OPTIONS, Option, Settings, Value, resolve_settings
 from kthybrid_serve.validate import check_numactl
-from kthybrid_serve.workflow import doctor, plan_and_validate, prepare_conversion
+from kthybrid_serve.workflow import (
+    Planned,
+    doctor,
+    plan_and_validate,
+    plan_replicas_and_validate,
+    prepare_conversion,
+    replica_mode,
+    serve_replica_index,
+)
 
 COMMANDS = {
     "serve": "print the plan, check it, then exec the server (the default)",
@@ -84,6 +94,11 @@ def build_parser() -> Parser:
                 action="store_true",
                 help="print the chart's hostMemory values for this plan",
             )
+            command.add_argument(
+                "--fleet-env",
+                action="store_true",
+                help="print compose.fleet.yaml's FLEET_<i>_* .env lines for --replicas N",
+            )
     return parser
 
 
@@ -113,8 +128,34 @@ def _exec(argv: Sequence[str], env: Mapping[str, str]) -> int:
     return 0  # not reached
 
 
-def run_plan(settings: Settings, as_json: bool, helm: bool) -> int:
-    planned = plan_and_validate(settings, os.environ)
+def run_replica_plan(settings: Settings, as_json: bool, fleet_env: bool) -> int:
+    """`plan --replicas N` without --replica-index: every replica, or the fleet's .env lines."""
+    planned = plan_replicas_and_validate(settings, os.environ)
+    if fleet_env:
+        print("\n".join(planned.replicas.fleet_env()))
+    elif as_json:
+        print(json.dumps(replicas_json(planned.replicas, planned.host, planned.model), indent=2))
+    else:
+        print(render_replicas(planned.replicas, planned.host, planned.model))
+    return 0
+
+
+def _planned(settings: Settings, index: int | None) -> Planned:
+    """The plan of this server: the whole host's, or one replica's (--replica-index)."""
+    if index is None:
+        return plan_and_validate(settings, os.environ)
+    return plan_replicas_and_validate(settings, os.environ).chosen(index)
+
+
+def run_plan(settings: Settings, as_json: bool, helm: bool, fleet_env: bool = False) -> int:
+    if (fleet_env or replica_mode(settings)) and settings.replica_index is None and not helm:
+        return run_replica_plan(settings, as_json, fleet_env)
+    if fleet_env:
+        raise UsageError("--fleet-env prints every replica's lines: drop --replica-index")
+    index = settings.replica_index
+    if index is None and replica_mode(settings):
+        index = 0  # --helm-values: a pod holds one replica
+    planned = _planned(settings, index)
     if helm:
         print(helm_values_yaml(planned.plan))
     elif as_json:
@@ -125,7 +166,7 @@ def run_plan(settings: Settings, as_json: bool, helm: bool) -> int:
 
 
 def run_serve(settings: Settings) -> int:
-    planned = plan_and_validate(settings, os.environ)
+    planned = _planned(settings, serve_replica_index(settings) if replica_mode(settings) else None)
     print(render_plan(planned.plan, planned.host, planned.model), flush=True)
     numactl = check_numactl(planned.plan)
     if numactl.error is not None:
@@ -233,7 +274,7 @@ def run_bench_serve(settings: Settings, as_json: bool) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     settings = resolve_settings(_parsed_options(args), os.environ, args.command)
     if args.command == "plan":
-        return run_plan(settings, bool(args.json), bool(args.helm_values))
+        return run_plan(settings, bool(args.json), bool(args.helm_values), bool(args.fleet_env))
     if args.command == "doctor":
         return run_doctor(settings, bool(args.json))
     if args.command == "convert":

@@ -9,6 +9,7 @@ from kthybrid_serve.host.host import HostFacts, format_cpulist
 from kthybrid_serve.model.model import ModelFacts
 from kthybrid_serve.plan.memory import helm_values
 from kthybrid_serve.plan.plan import Plan
+from kthybrid_serve.plan.replicas import ReplicaSet
 from kthybrid_serve.units import gib
 from kthybrid_serve.untrusted import printable
 from kthybrid_serve.validate import Check, memory_picture
@@ -188,3 +189,88 @@ def helm_values_yaml(plan: Plan) -> str:
 
 def error_json(error_code: int, message: str) -> dict[str, Any]:
     return {"error": {"code": error_code, "message": message}}
+
+
+def _tokens(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} tokens/s"
+
+
+def render_replicas(replicas: ReplicaSet, host: HostFacts, model: ModelFacts) -> str:
+    """`plan --replicas N`: each replica's part of the host, its plan's figures, the totals."""
+    count = len(replicas.plans)
+    split = replicas.split
+    out = [f"kthybrid-serve plan --replicas {count}", *describe_host(host), describe_model(model)]
+    affinity = (
+        "GPU NUMA affinity: known for every GPU (NVML or /sys/bus/pci/devices)"
+        if split.affinity_known
+        else "GPU NUMA affinity: UNKNOWN, GPUs assigned in index order (see the note)"
+    )
+    out += ["", f"replicas: {count}; {affinity}"]
+    rows = [("REPLICA", "GPUS", "NODES", "CPUS", "PORT", "CPUINFER", "GPU EXPERTS", "HOST RAM",
+             "CPU DECODE CEILING")]  # fmt: skip
+    for rp in replicas.plans:
+        r, plan = rp.replica, rp.plan
+        rows.append((str(r.index), r.gpu_ids, ",".join(map(str, r.nodes)), r.cpuset,
+                     str(r.port), str(plan.kt_cpuinfer or "-"),
+                     "all" if plan.gpu_only else str(plan.kt_num_gpu_experts),
+                     gib(plan.host_memory_needed), _tokens(rp.ceiling)))  # fmt: skip
+    cpuinfer = sum(p.plan.kt_cpuinfer or 0 for p in replicas.plans)
+    gpus = sum(len(p.replica.gpus) for p in replicas.plans)
+    nodes = sum(len(p.replica.nodes) for p in replicas.plans)
+    rows.append(("total", str(gpus), str(nodes), "", "", str(cpuinfer), "",
+                 gib(replicas.host_memory_needed), _tokens(replicas.total_ceiling)))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) + 2 for i in range(len(rows[0]))]
+    out += ["".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]  # fmt: skip
+    out.append(
+        "the total CPU decode ceiling is the sum over replicas (each decodes its own requests); "
+        f"one server on the whole host (--replicas 1): {_tokens(replicas.whole_host_ceiling)} "
+        f"({replicas.whole_host_why})"
+    )
+    for rp in replicas.plans:
+        out.append(f"replica {rp.replica.index} CPU decode ceiling: {rp.ceiling_why}")
+    out += [
+        "",
+        f"host memory: {count} replica(s) x (CPU experts + overhead + runtime) = "
+        f"{gib(replicas.host_memory_needed)} ({gib(replicas.cpu_expert_bytes)} of CPU experts); "
+        f"{memory_picture(host)}",
+    ]
+    out += [f"note: {note}" for note in (*split.notes, *host.notes)]
+    out += ["", "commands (or `kthybrid-serve serve --replicas N --replica-index I`):"]
+    out += [f"  {rp.replica.index}: {shlex.join(rp.plan.argv)}" for rp in replicas.plans]
+    out += ["", f"compose fleet .env lines: kthybrid-serve plan --replicas {count} --fleet-env"]
+    return _lines(out)
+
+
+def replicas_json(replicas: ReplicaSet, host: HostFacts, model: ModelFacts) -> dict[str, Any]:
+    whole = plan_json(replicas.plans[0].plan, host, model)
+    items = []
+    for rp in replicas.plans:
+        r = rp.replica
+        items.append({
+            "index": r.index,
+            "gpus": [g.index for g in r.gpus],
+            "gpu_numa_nodes": [g.numa_node for g in r.gpus],
+            "numa_nodes": list(r.nodes),
+            "cpuset": r.cpuset,
+            "port": r.port,
+            "cpu_decode_ceiling": rp.ceiling,
+            "cpu_decode_ceiling_reason": rp.ceiling_why,
+            "plan": _plan_fields(rp.plan),
+        })  # fmt: skip
+    return {
+        "replicas": items,
+        "gpu_affinity_known": replicas.split.affinity_known,
+        "notes": list(replicas.split.notes),
+        "total": {
+            "gpus": sum(len(p.replica.gpus) for p in replicas.plans),
+            "cpu_expert_bytes": replicas.cpu_expert_bytes,
+            "host_memory_needed_bytes": replicas.host_memory_needed,
+            "cpu_decode_ceiling": replicas.total_ceiling,
+        },
+        "whole_host_cpu_decode_ceiling": replicas.whole_host_ceiling,
+        "whole_host_cpu_decode_ceiling_reason": replicas.whole_host_why,
+        "fleet_env": [line for line in replicas.fleet_env() if not line.startswith("#")],
+        "host": whole["host"],
+        "model": whole["model"],
+    }

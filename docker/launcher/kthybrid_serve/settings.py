@@ -225,6 +225,12 @@ class Settings:
         "bench-serve: warm-up requests per worker and level",
         int_in(0, 1000), helm="helmTest.benchServe.warmup",
         commands=_BENCH_SERVE))
+    replicas: int = option(1, OptionSpec(
+        "servers to split the host into, each with its own GPUs, NUMA nodes and port",
+        int_in(1, 256), commands=frozenset({"serve", "plan"})))
+    replica_index: int | None = option(None, OptionSpec(
+        "which of the --replicas servers this one is, from 0", int_in(0, 255),
+        commands=frozenset({"serve", "plan"})))
     # fmt: on
 
     sources: Mapping[str, str] = field(default_factory=dict)

@@ -9,12 +9,13 @@ from typing import TypeVar
 
 from kthybrid_serve.apikey import read_api_key
 from kthybrid_serve.convert.run import ConvertRequest
-from kthybrid_serve.errors import CpuIsaError, LauncherError
+from kthybrid_serve.errors import CpuIsaError, LauncherError, UsageError
 from kthybrid_serve.host.host import HostFacts, read_host
 from kthybrid_serve.model.model import ModelFacts, read_model
 from kthybrid_serve.model.weights import CpuWeights, read_cpu_weights
 from kthybrid_serve.plan.method import AMX_FLAGS, has_flags
 from kthybrid_serve.plan.plan import Plan, make_plan
+from kthybrid_serve.plan.replicas import ReplicaPlan, ReplicaSet, check_request, plan_replicas
 from kthybrid_serve.plan.runtime_needs import ImageFacts, read_image
 from kthybrid_serve.plan.targets import TargetData, load_target_data
 from kthybrid_serve.plan.threads import ThreadRequest, cpu_budget, plan_threads
@@ -71,6 +72,69 @@ def plan_and_validate(settings: Settings, environ: Mapping[str, str]) -> Planned
     if error is not None:
         raise error
     return Planned(host, model, weights, plan, tuple(pre + post))
+
+
+def replica_mode(settings: Settings) -> bool:
+    """Whether the command plans replicas: --replicas or --replica-index given."""
+    return settings.overridden("replicas") or settings.replica_index is not None
+
+
+@dataclass(frozen=True)
+class PlannedReplicas:
+    host: HostFacts
+    model: ModelFacts
+    weights: CpuWeights
+    replicas: ReplicaSet
+
+    def chosen(self, index: int) -> Planned:
+        """One replica as `serve` runs it: its plan on its part of the host."""
+        picked: ReplicaPlan = self.replicas.plans[index]
+        return Planned(picked.host, self.model, self.weights, picked.plan, ())
+
+
+def _raise_first(checks: list[Check], prefix: str) -> None:
+    error = first_failure(checks)
+    if error is not None:
+        raise type(error)(prefix + error.message)
+
+
+def plan_replicas_and_validate(settings: Settings, environ: Mapping[str, str]) -> PlannedReplicas:
+    """`plan --replicas N`: split, plan each replica, check the host holds them all.
+
+    Without --replica-index the host's RAM must hold every replica's experts and runtime;
+    with it (a server starting while the others run) the replica's own nodes must hold its.
+    """
+    check_request(settings)
+    data = load_target_data()
+    host = _host(settings)
+    _raise_first(preflight_checks(host, data, environ), "")
+    if settings.api_key_file is not None:
+        read_api_key(settings.api_key_file)
+    model, weights = _model(settings)
+    replicas = plan_replicas(host, model, weights, settings, data, environ, _image(environ, data))
+    count, index = settings.replicas, settings.replica_index
+    if index is None:
+        total = f"--replicas {count} ({count} copies of the CPU experts and runtime): "
+        _raise_first(plan_checks(host, replicas.combined(), settings), total)
+    for rp in replicas.plans:
+        if index is None or rp.replica.index == index:
+            nodes = ",".join(map(str, rp.replica.nodes))
+            where = f"replica {rp.replica.index} (NUMA node(s) {nodes}): "
+            _raise_first(plan_checks(rp.host, rp.plan, settings), where)
+    return PlannedReplicas(host, model, weights, replicas)
+
+
+def serve_replica_index(settings: Settings) -> int:
+    """The replica `serve` runs: --replica-index, or 0 of 1; several need the index."""
+    if settings.replica_index is not None:
+        return settings.replica_index
+    if settings.replicas == 1:
+        return 0
+    raise UsageError(
+        f"serve --replicas {settings.replicas} needs --replica-index (KTHYBRID_REPLICA_INDEX): "
+        "which replica this server is; `kthybrid-serve plan --replicas "
+        f"{settings.replicas}` shows them all"
+    )
 
 
 def _step(name: str, action: Callable[[], T], checks: list[Check]) -> T | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kthybrid_serve.errors import HostReadError, UsageError
 from kthybrid_serve.host.cgroup import CgroupLimits, read_cgroup
-from kthybrid_serve.host.gpus import Gpu, parse_gpu_spec, read_nvml_gpus
+from kthybrid_serve.host.gpus import Gpu, parse_gpu_spec, read_nvml_gpus, with_pci_affinity
 from kthybrid_serve.host.hostfs import HostTree, format_cpulist, parse_cpulist, parse_meminfo
 from kthybrid_serve.units import KIB, parse_size
 from kthybrid_serve.untrusted import printable
@@ -320,6 +320,7 @@ def read_host(root: str = "/", gpu_specs: Iterable[str] = ()) -> HostFacts:
     memlock_known, memlock = _memlock(tree)
     flags, model = _cpuinfo(tree)
     gpus, gpu_source = _gpus(list(gpu_specs), notes)
+    gpus = with_pci_affinity(tree, gpus, notes)
     if not memlock_known:
         notes.append("locked-memory limit unknown (no /proc/self/limits)")
     return HostFacts(
