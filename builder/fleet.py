@@ -81,6 +81,10 @@ def _server(replica: int) -> dict[str, Any]:
     }
 
 
+# The router's memory limit in compose, the chart's router.resources.memoryGi default.
+ROUTER_MEM_LIMIT = "4g"
+
+
 def _router(replicas: int, policy: str) -> dict[str, Any]:
     workers = [f"http://server-{i}:{SERVER_PORT}" for i in range(replicas)]
     return {
@@ -92,7 +96,7 @@ def _router(replicas: int, policy: str) -> dict[str, Any]:
         "cap_drop": ["ALL"],
         "tmpfs": ["/tmp:mode=1777"],
         # The router's prefix tree grows with traffic; the chart's router.resources default.
-        "mem_limit": "${ROUTER_MEM_LIMIT:-4g}",
+        "mem_limit": f"${{ROUTER_MEM_LIMIT:-{ROUTER_MEM_LIMIT}}}",
         "pids_limit": 1024,
         "command": [
             *("--host", "0.0.0.0", "--port", str(SERVER_PORT)),
@@ -175,6 +179,8 @@ def _env_block(fleet: dict[str, Any]) -> str:
         "# round_robin | random)",
         "ROUTER_IMAGE=kthybrid:router",
         f"ROUTER_POLICY={fleet['policy']}",
+        "# The router's memory limit (its prefix tree grows with traffic)",
+        f"ROUTER_MEM_LIMIT={ROUTER_MEM_LIMIT}",
     ]
     for i in range(fleet["replicas"]):
         lines += [

@@ -140,3 +140,8 @@ def test_every_fleet_service_has_a_memory_and_a_process_limit(fleet: dict[str, A
     for name, service in fleet.items():
         assert int(service["mem_limit"]) > 0, name
         assert int(service["pids_limit"]) > 0, name
+
+
+def test_the_routers_memory_limit_is_the_charts_default(fleet: dict[str, Any]) -> None:
+    values = yaml.safe_load((COMPOSE_DIR.parent / "helm/kthybrid/values.yaml").read_text())
+    assert int(fleet["router"]["mem_limit"]) == values["router"]["resources"]["memoryGi"] * 2**30
