@@ -59,6 +59,8 @@ def _server(replica: int) -> dict[str, Any]:
         "extends": {"file": "compose.yaml", "service": "server"},
         "profiles": ["fleet"],
         "cpuset": _required(replica, "CPUSET", f"{replica * 32}-{replica * 32 + 31}"),
+        # The replica's own budget (plan --fleet-env prints it); else compose's MEM_LIMIT.
+        "mem_limit": f"${{{variable(replica, 'MEM_LIMIT')}:-${{MEM_LIMIT:-200g}}}}",
         "environment": {
             "KTHYBRID_KT_NUMA_NODES": _required(replica, "NUMA_NODES", str(replica)),
         },
@@ -190,6 +192,8 @@ def _env_block(fleet: dict[str, Any]) -> str:
             f"{variable(i, 'CPUSET')}=",
             f"{variable(i, 'NUMA_NODES')}=",
             f"{variable(i, 'GPUS')}=",
+            "# its memory limit (plan --fleet-env: its own budget; empty: MEM_LIMIT)",
+            f"{variable(i, 'MEM_LIMIT')}=",
         ]
     return "\n".join(lines)
 

@@ -42,9 +42,9 @@ def fleet_lines(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return out.read_text().splitlines()
 
 
-def test_the_plan_prints_three_bindings_per_replica(fleet_lines: list[str]) -> None:
+def test_the_plan_prints_four_bindings_per_replica(fleet_lines: list[str]) -> None:
     bindings = [line for line in fleet_lines if not line.startswith("#")]
-    assert len(bindings) == 3 * load_fleet()["replicas"]
+    assert len(bindings) == 4 * load_fleet()["replicas"]
     assert all(line.startswith("FLEET_") and "=" in line for line in bindings)
 
 
@@ -72,9 +72,13 @@ def test_compose_renders_the_planned_bindings_appended_to_env_example(
         "server-0": ("0-15,32-47", "0", "1"),  # node 0's CPUs; GPU 1 is the one on node 0
         "server-1": ("16-31,48-63", "1", "0"),
     }
+    printed = dict(line.split("=", 1) for line in fleet_lines if not line.startswith("#"))
     for name, (cpuset, nodes, gpus) in expected.items():
         service = services[name]
         assert service["cpuset"] == cpuset
+        # Each replica's memory limit is its own plan's budget (the chart's formula).
+        limit = printed[f"FLEET_{name[-1]}_MEM_LIMIT"]
+        assert limit.endswith("g") and int(service["mem_limit"]) == int(limit[:-1]) * GIB
         assert service["environment"]["KTHYBRID_KT_NUMA_NODES"] == nodes
         devices = service["deploy"]["resources"]["reservations"]["devices"]
         assert [d["device_ids"] for d in devices] == [[gpus]]

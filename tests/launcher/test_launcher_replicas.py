@@ -12,6 +12,7 @@ import pytest
 from kthybrid_serve.cpubench.tuning import choose, store
 from kthybrid_serve.host.host import parse_cpulist, read_host
 from kthybrid_serve.model.experts import ExpertShape, decode_ceiling
+from kthybrid_serve.plan.memory import container_limit_gib
 from kthybrid_serve.plan.records import tune_dir, tune_key
 from kthybrid_serve.plan.replicas import MEASURED, split_host
 
@@ -184,10 +185,16 @@ def test_the_fleet_env_lines_bind_each_replica(plan_on: PlanOn) -> None:
     result = plan_on("plan", "--replicas", "2", "--fleet-env")
     assert result.code == 0, result.err
     lines = [line for line in result.out.splitlines() if not line.startswith("#")]
+    planned = json.loads(plan_on("plan", "--replicas", "2", "--json").out)["replicas"]
+    # Each replica's memory limit: the chart's budget for its own CPU experts (memory.py).
+    limits = [container_limit_gib(r["plan"]["cpu_expert_bytes"]) for r in planned]
     assert lines == [
         "FLEET_0_CPUSET=0-15,32-47", "FLEET_0_NUMA_NODES=0", "FLEET_0_GPUS=1",
+        f"FLEET_0_MEM_LIMIT={limits[0]}g",
         "FLEET_1_CPUSET=16-31,48-63", "FLEET_1_NUMA_NODES=1", "FLEET_1_GPUS=0",
+        f"FLEET_1_MEM_LIMIT={limits[1]}g",
     ]  # fmt: skip
+    assert all(limit > 40 for limit in limits)  # experts, pinned buffers, shm and headroom
 
 
 def test_gpu_numa_nodes_come_from_the_host_trees_pci_devices(

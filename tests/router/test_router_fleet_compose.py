@@ -145,3 +145,12 @@ def test_every_fleet_service_has_a_memory_and_a_process_limit(fleet: dict[str, A
 def test_the_routers_memory_limit_is_the_charts_default(fleet: dict[str, Any]) -> None:
     values = yaml.safe_load((COMPOSE_DIR.parent / "helm/kthybrid/values.yaml").read_text())
     assert int(fleet["router"]["mem_limit"]) == values["router"]["resources"]["memoryGi"] * 2**30
+
+
+def test_a_replica_without_its_own_limit_gets_the_servers(fleet: dict[str, Any]) -> None:
+    # FLEET_<i>_MEM_LIMIT unset: compose.yaml's MEM_LIMIT default, as the single server has.
+    compose = yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text())
+    default = compose["x-host-memory"]["mem_limit"].removeprefix("${MEM_LIMIT:-").removesuffix("}")
+    assert default.endswith("g")
+    for i in range(load_fleet()["replicas"]):
+        assert int(fleet[f"server-{i}"]["mem_limit"]) == int(default[:-1]) * 2**30

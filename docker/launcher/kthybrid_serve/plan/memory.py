@@ -37,3 +37,10 @@ def helm_values(expert_bytes: int) -> dict[str, int]:
         "shmGi": CHART_SHM_GIB,
         "headroomGi": CHART_HEADROOM_GIB,
     }
+
+
+def container_limit_gib(expert_bytes: int) -> int:
+    """A server container's memory limit in GiB for these experts: the chart's budget without
+    a hugepage pool (CPU experts with overhead, pinned buffers, /dev/shm, headroom), as
+    compose's MEM_LIMIT and the fleet's FLEET_<i>_MEM_LIMIT take it."""
+    return sum(helm_values(expert_bytes).values())

@@ -20,6 +20,7 @@ from kthybrid_serve.model.experts import decode_ceiling, expert_shape
 from kthybrid_serve.model.model import ModelFacts
 from kthybrid_serve.model.weights import CpuWeights
 from kthybrid_serve.plan.items import PlanItem
+from kthybrid_serve.plan.memory import container_limit_gib
 from kthybrid_serve.plan.plan import Plan, make_plan
 from kthybrid_serve.plan.records import lookup, tune_dir, tune_key
 from kthybrid_serve.plan.runtime_needs import ImageFacts
@@ -237,6 +238,7 @@ class ReplicaSet:
                 f"FLEET_{r.index}_CPUSET={r.cpuset}",
                 f"FLEET_{r.index}_NUMA_NODES={','.join(map(str, nodes))}",
                 f"FLEET_{r.index}_GPUS={r.device_ids}",
+                f"FLEET_{r.index}_MEM_LIMIT={container_limit_gib(rp.plan.cpu_expert_bytes)}g",
             ]
         return lines
 
