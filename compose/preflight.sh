@@ -70,6 +70,16 @@ check_count() {
 check_size SHM_SIZE "$(setting SHM_SIZE 16g)" 16g
 check_size MEM_LIMIT "$(setting MEM_LIMIT 200g)" 200g
 check_size CONVERT_MEM_LIMIT "$(setting CONVERT_MEM_LIMIT 256g)" 256g
+check_size PROMETHEUS_MEM_LIMIT "$(setting PROMETHEUS_MEM_LIMIT 2g)" 2g
+check_size ROUTER_MEM_LIMIT "$(setting ROUTER_MEM_LIMIT 4g)" 4g
+# The fleet's per-replica limits (plan --replicas N --fleet-env); empty means MEM_LIMIT.
+for fleet_name in $( { grep -oE "^[[:space:]]*FLEET_[0-9]+_MEM_LIMIT=" "$env_file" || true; compgen -v FLEET_ || true; } \
+        | tr -d ' \t=' | grep -E "^FLEET_[0-9]+_MEM_LIMIT$" | sort -u); do
+    fleet_value=$(setting "$fleet_name" "")
+    if [ -n "$fleet_value" ]; then
+        check_size "$fleet_name" "$fleet_value" 200g
+    fi
+done
 check_count MEMLOCK "$(setting MEMLOCK -1)" yes ", or -1 for unlimited"
 pids=$(setting PIDS_LIMIT 16384)
 if [[ ! $pids =~ ^[1-9][0-9]{0,8}$ ]]; then

@@ -12,13 +12,30 @@ _REFERENCE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::([-?])([^}]*))?\}")
 _FROM_COMPOSE = {"COMPOSE_PROJECT_NAME"}
 
 
+def _references_in(text: str) -> list[tuple[str, str | None]]:
+    found: list[tuple[str, str | None]] = []
+    for match in _REFERENCE.finditer(text):
+        default = match.group(3) if match.group(2) == "-" else None
+        if default is not None and default.startswith("${"):
+            # ${A:-${B:-x}}: A falls back to B, so .env.example leaves A empty; B is read too.
+            found.append((match.group(1), ""))
+            found += _references_in(default + "}")
+        else:
+            found.append((match.group(1), default))
+    return found
+
+
 def _references() -> list[tuple[str, str | None]]:
     found = []
     for path in sorted(COMPOSE_DIR.glob("compose*.yaml")):
-        for match in _REFERENCE.finditer(path.read_text()):
-            default = match.group(3) if match.group(2) == "-" else None
-            found.append((match.group(1), default))
+        found += _references_in(path.read_text())
     return found
+
+
+def test_a_fallback_to_another_variable_is_read_as_both() -> None:
+    assert _references_in("${FLEET_0_MEM_LIMIT:-${MEM_LIMIT:-200g}}") == [
+        ("FLEET_0_MEM_LIMIT", ""), ("MEM_LIMIT", "200g"),
+    ]  # fmt: skip
 
 
 def test_every_variable_is_in_env_example() -> None:

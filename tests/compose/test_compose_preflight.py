@@ -80,6 +80,9 @@ def test_the_settings_of_env_example_pass(compose: Compose) -> None:
         ("SHM_SIZE", "16 g"),
         ("MEM_LIMIT", "lots"),
         ("CONVERT_MEM_LIMIT", "-1"),
+        ("PROMETHEUS_MEM_LIMIT", "1e99"),
+        ("ROUTER_MEM_LIMIT", "-2"),
+        ("FLEET_1_MEM_LIMIT", "lots"),
         ("MEMLOCK", "-2"),
         ("MEMLOCK", "1e9"),
         ("MEMLOCK", "99999999999999999999"),
@@ -143,3 +146,11 @@ def test_the_compose_readme_documents_the_preflight() -> None:
     assert "./preflight.sh" in readme
     steps = readme.split("## Steps", 1)[1].split("\n## ", 1)[0]
     assert steps.index("./preflight.sh") < steps.index("docker compose up -d --wait")
+
+
+def test_the_fleets_own_limits_pass_when_they_are_sizes(compose: Compose) -> None:
+    assert preflight(compose(FLEET_0_MEM_LIMIT="56g", FLEET_1_MEM_LIMIT="")).returncode == 0
+    # Set in the shell only (not in the env file): still checked.
+    result = preflight(compose(), FLEET_3_MEM_LIMIT="1e99")
+    assert result.returncode == 2
+    assert "FLEET_3_MEM_LIMIT=1e99 is not a size" in result.stderr
