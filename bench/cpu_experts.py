@@ -25,7 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from kthybrid_serve.cpubench.measure import bench_inputs, measure
-from kthybrid_serve.cpubench.plot import PlotError, render_png, render_table
+from kthybrid_serve.cpubench.plot import render_png, render_table
+from kthybrid_serve.drawing import PlotError
 from kthybrid_serve.settings import Value, resolve_settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,6 +19,7 @@ RANK = {
     "units": 0,
     "untrusted": 0,
     "external": 0,
+    "drawing": 0,
     "__init__": 0,
     "host": 1,
     "model": 2,

@@ -12,11 +12,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kthybrid_serve.client.drawing import COLOURS, PlotError, font, pillow, ticks
+from kthybrid_serve.drawing import PlotError, font, pillow, ticks
 
 WIDTH, HEIGHT = 960, 760
 LEFT, RIGHT, TOP, GAP, BOTTOM = 80, 250, 70, 70, 50
 PANEL_H = (HEIGHT - TOP - GAP - BOTTOM) // 2
+COLOURS = {
+    "tokens": (31, 119, 180),
+    "ceiling": (214, 39, 40),
+    "ttft": (148, 103, 189),
+    "itl": (44, 160, 44),
+    "axis": (40, 40, 40),
+    "grid": (225, 225, 225),
+}
 LINES = {name: COLOURS[name] for name in ("tokens", "ceiling", "ttft", "itl")}
 
 

@@ -89,7 +89,7 @@ def bench_serve(request: SweepRequest, ceiling: float | None, ceiling_note: str 
                 environ: Mapping[str, str], say: Say) -> dict[str, Any]:  # fmt: skip
     """Run the sweep; write JSON and PNG; return the JSON (with the paths it was written to)."""
     from kthybrid_serve.client.benchserve_plot import render_png
-    from kthybrid_serve.client.drawing import PlotError
+    from kthybrid_serve.drawing import PlotError
 
     sweep = run_sweep(request, say)
     result = sweep_json(request, sweep.model, [level_json(level) for level in sweep.levels],

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from kthybrid_serve.cpubench.bandwidth import host_cpus
-from kthybrid_serve.cpubench.plot import PlotError, render_png
+from kthybrid_serve.cpubench.plot import render_png
 from kthybrid_serve.cpubench.sweep import BenchOptions, PoolLayout, run_bench
 from kthybrid_serve.cpubench.tuning import choose, store
+from kthybrid_serve.drawing import PlotError
 from kthybrid_serve.errors import UsageError
 from kthybrid_serve.host.host import HostFacts, read_host
 from kthybrid_serve.model.experts import ExpertShape, expert_shape

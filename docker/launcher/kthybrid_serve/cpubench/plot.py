@@ -8,12 +8,12 @@ when a plot is made, so the launcher imports without it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kthybrid_serve.drawing import PlotError, font, pillow, ticks
 from kthybrid_serve.units import GIB, MIB
 
 WIDTH, HEIGHT = 960, 600
@@ -27,34 +27,6 @@ COLOURS = {
     "axis": (40, 40, 40),
     "grid": (225, 225, 225),
 }
-
-
-class PlotError(Exception):
-    """No PNG could be made (the reason is the message)."""
-
-
-def _pillow() -> tuple[Any, Any, Any]:
-    try:
-        image = importlib.import_module("PIL.Image")
-        draw = importlib.import_module("PIL.ImageDraw")
-        font = importlib.import_module("PIL.ImageFont")
-    except ImportError as error:
-        raise PlotError(f"Pillow is not installed ({error}); the JSON has every figure") from error
-    return image, draw, font
-
-
-def _font(font_module: Any, size: int) -> Any:
-    try:
-        return font_module.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
-        return font_module.load_default()
-
-
-def _ticks(top: float, count: int = 6) -> list[float]:
-    raw = top / count
-    magnitude = 10 ** len(str(int(raw))) / 10 if raw >= 1 else 0.1
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    return [i * step for i in range(int(top / step) + 1)]
 
 
 @dataclass(frozen=True)
@@ -203,19 +175,19 @@ def _legend_and_titles(canvas: _Canvas, result: Mapping[str, Any], legend: Legen
 
 def render_png(result: Mapping[str, Any], path: Path) -> Path:
     """Write the plot of `result` (the bench JSON) to `path`."""
-    image_mod, draw_mod, font_mod = _pillow()
+    image_mod, draw_mod, font_mod = pillow()
     runs: Sequence[Mapping[str, Any]] = [r for r in result["runs"] if r.get("gbps") is not None]
     if not runs:
         raise PlotError("no run was measured; nothing to plot")
     bandwidth = float(result["bandwidth_gbps"])
     threads = [int(r["threads"]) for r in runs]
     y_high = max(bandwidth, *(float(r["gbps"]) for r in runs)) * 1.12
-    y_ticks = _ticks(y_high)
+    y_ticks = ticks(y_high)
     image = image_mod.new("RGB", (WIDTH, HEIGHT), "white")
     canvas = _Canvas(
         draw=draw_mod.Draw(image),
-        small=_font(font_mod, 13),
-        normal=_font(font_mod, 15),
+        small=font(font_mod, 13),
+        normal=font(font_mod, 15),
         x_low=min(threads) - 1,
         x_high=max(threads) + 1,
         y_high=max(y_high, y_ticks[-1]),

@@ -1,19 +1,10 @@
-"""Pillow for the client's plots, imported only when a plot is made (the launcher imports
-without it); the client keeps its own helpers, as it may not import the CPU bench's."""
+"""Pillow for the launcher's plots (the CPU bench's and bench-serve's), imported only when a
+plot is made, so the launcher imports without it; the error, fonts and axis steps they share."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
-
-COLOURS = {
-    "tokens": (31, 119, 180),
-    "ceiling": (214, 39, 40),
-    "ttft": (148, 103, 189),
-    "itl": (44, 160, 44),
-    "axis": (40, 40, 40),
-    "grid": (225, 225, 225),
-}
 
 
 class PlotError(Exception):
