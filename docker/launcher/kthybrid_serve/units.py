@@ -1,4 +1,4 @@
-"""Byte sizes: parse "32GiB"/"80GB"/"65536k" and format them for people."""
+"""Byte sizes: parse "32GiB"/"80GB"/"65536k" and format them for people; durations too."""
 
 from __future__ import annotations
 
@@ -39,3 +39,13 @@ def parse_size(text: str) -> int:
 def gib(size: int) -> str:
     """A byte count as GiB with one decimal, the unit every plan line uses."""
     return f"{size / GIB:.1f} GiB"
+
+
+def duration(seconds: float) -> str:
+    """12s, 3m05s, 1h02m (progress lines and ETAs)."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

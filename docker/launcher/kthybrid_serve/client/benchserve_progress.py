@@ -11,16 +11,7 @@ import time
 from typing import Any, TextIO
 
 from kthybrid_serve.client.benchserve_stats import LevelResult
-
-
-def duration(seconds: float) -> str:
-    """12s, 3m05s, 1h02m."""
-    whole = max(0, round(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+from kthybrid_serve.units import duration
 
 
 class SweepProgress:

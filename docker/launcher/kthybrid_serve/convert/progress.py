@@ -9,16 +9,7 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-
-def duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+from kthybrid_serve.units import duration
 
 
 class Progress:

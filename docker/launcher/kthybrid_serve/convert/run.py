@@ -37,14 +37,14 @@ from kthybrid_serve.convert.layout import (
     read_manifest,
     write_atomically,
 )
-from kthybrid_serve.convert.progress import Progress, duration
+from kthybrid_serve.convert.progress import Progress
 from kthybrid_serve.errors import (
     DiskSpaceError,
     HostMemoryError,
     LauncherError,
     WeightFormatError,
 )
-from kthybrid_serve.units import gib
+from kthybrid_serve.units import duration, gib
 
 # What an empty output directory may hold: our own staging and manifest, and the directory
 # ext4 puts at the root of a fresh volume.
