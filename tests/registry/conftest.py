@@ -35,16 +35,6 @@ SMALL_STAGE = "build-inputs"
 
 
 @pytest.fixture(scope="session")
-def engine() -> docker.DockerClient:
-    try:
-        client = docker.from_env(timeout=900)
-        client.ping()
-    except docker.errors.DockerException as error:
-        pytest.fail(f"no Docker engine answers ({error}): run `make engine`", pytrace=False)
-    return client
-
-
-@pytest.fixture(scope="session")
 def registry_installed() -> None:
     result = subprocess.run(["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True)
     if result.returncode != 0:
@@ -81,7 +71,7 @@ def credentials(password: str) -> Credentials:
 
 
 @pytest.fixture(scope="session")
-def small_image(engine: docker.DockerClient) -> Iterator[str]:
+def small_image(docker_client: docker.DockerClient) -> Iterator[str]:
     """The builder's build-inputs stage under this group's own name (cached by `make image`)."""
     ca = default_ca_bundle()
     options = BuildOptions(
@@ -95,27 +85,31 @@ def small_image(engine: docker.DockerClient) -> Iterator[str]:
     try:
         yield name
     finally:
-        for image in engine.images.list(name=f"{TEST_REPOSITORY}-stage"):
+        for image in docker_client.images.list(name=f"{TEST_REPOSITORY}-stage"):
             for tag in image.tags:
-                engine.images.remove(tag, noprune=True)
+                docker_client.images.remove(tag, noprune=True)
         for created in reversed(result.created):
             try:
-                engine.images.remove(created)
+                docker_client.images.remove(created)
             except docker.errors.APIError:
                 continue  # still used by another image
 
 
 @pytest.fixture(scope="session")
-def pushed(engine: docker.DockerClient, small_image: str, plain_registry: LocalRegistry) -> Pushed:
-    first = push_image(engine, small_image, plain_registry.host, emit=lambda _: None)
-    second = push_image(engine, small_image, plain_registry.host, emit=lambda _: None)
+def pushed(
+    docker_client: docker.DockerClient, small_image: str, plain_registry: LocalRegistry
+) -> Pushed:
+    first = push_image(docker_client, small_image, plain_registry.host, emit=lambda _: None)
+    second = push_image(docker_client, small_image, plain_registry.host, emit=lambda _: None)
     return Pushed(plain_registry, first, second)
 
 
 @pytest.fixture(scope="session")
-def image_sbom(engine: docker.DockerClient, image_name: str) -> bytes:
+def image_sbom(docker_client: docker.DockerClient, image_name: str) -> bytes:
     """The real image's SBOM file, as its bytes (read from a container never started)."""
-    container = engine.containers.create(image_name, entrypoint=["true"], network_disabled=True)
+    container = docker_client.containers.create(
+        image_name, entrypoint=["true"], network_disabled=True
+    )
     try:
         stream, _ = container.get_archive(SBOM_PATH)
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:

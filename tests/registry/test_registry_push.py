@@ -47,22 +47,22 @@ def test_a_second_push_sends_no_layer(pushed: Pushed) -> None:
 
 @pytest.mark.docker
 def test_pull_by_digest_gives_the_local_image(
-    engine: docker.DockerClient, pushed: Pushed, small_image: str
+    docker_client: docker.DockerClient, pushed: Pushed, small_image: str
 ) -> None:
     reference = pushed.first.reference
-    pulled = engine.images.pull(reference)
+    pulled = docker_client.images.pull(reference)
     try:
-        assert pulled.id == engine.images.get(small_image).id
+        assert pulled.id == docker_client.images.get(small_image).id
         assert reference in pulled.attrs["RepoDigests"]
     finally:
-        engine.images.remove(reference, noprune=True)
+        docker_client.images.remove(reference, noprune=True)
 
 
 @pytest.mark.docker
 def test_the_push_leaves_the_local_image_names_as_they_were(
-    engine: docker.DockerClient, pushed: Pushed, small_image: str
+    docker_client: docker.DockerClient, pushed: Pushed, small_image: str
 ) -> None:
-    tags = engine.images.get(small_image).tags
+    tags = docker_client.images.get(small_image).tags
     assert not [t for t in tags if t.startswith(pushed.registry.host)], tags
 
 
@@ -80,19 +80,21 @@ def test_the_record_holds_the_digest_and_the_pins(pushed: Pushed, tmp_path: Path
 
 @pytest.mark.docker
 def test_pushing_an_image_that_is_not_built_names_make_image(
-    engine: docker.DockerClient, plain_registry: object
+    docker_client: docker.DockerClient, plain_registry: object
 ) -> None:
     with pytest.raises(PushError, match="is not built: run `make image`"):
-        push_image(engine, "kthybrid-registry-test-absent:none", "127.0.0.1:9", emit=print)
+        push_image(docker_client, "kthybrid-registry-test-absent:none", "127.0.0.1:9", emit=print)
 
 
 @pytest.mark.docker
 def test_a_registry_that_does_not_answer_fails_with_one_message(
-    engine: docker.DockerClient, small_image: str
+    docker_client: docker.DockerClient, small_image: str
 ) -> None:
     with pytest.raises(PushError, match="refused the push"):
-        push_image(engine, small_image, "127.0.0.1:9", emit=lambda _: None)
-    assert not [t for t in engine.images.get(small_image).tags if t.startswith("127.0.0.1:9/")]
+        push_image(docker_client, small_image, "127.0.0.1:9", emit=lambda _: None)
+    assert not [
+        t for t in docker_client.images.get(small_image).tags if t.startswith("127.0.0.1:9/")
+    ]
 
 
 @pytest.mark.parametrize(
