@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 from helm_chart import CHART_DIR
 
+from tests.support.script_module import load_script
 
-def _chart_module(name: str) -> Any:
-    """A script of the chart's (helm/ is no package), loaded from its file."""
-    spec = importlib.util.spec_from_file_location(name, CHART_DIR / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-readme_values = _chart_module("readme_values")
+readme_values = load_script("readme_values", CHART_DIR / "readme_values.py")
 
 
 def test_readme_values_table_is_fresh() -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from kthybrid_serve import apikey
 
-from tests.support.router_entry import load_router_entry
+from tests.support.script_module import load_script
 
-kthybrid_router = load_router_entry()
+ENTRY = Path(__file__).resolve().parents[2] / "docker" / "router" / "kthybrid_router.py"
+kthybrid_router = load_script("kthybrid_router", ENTRY)
 
 
 def refusal(argv: list[str], environ: dict[str, str], capsys: pytest.CaptureFixture[str]) -> str:
