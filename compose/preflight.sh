@@ -80,6 +80,17 @@ for fleet_name in $( { grep -oE "^[[:space:]]*FLEET_[0-9]+_MEM_LIMIT=" "$env_fil
         check_size "$fleet_name" "$fleet_value" 200g
     fi
 done
+# A FLEET_<i>_* line that compose.fleet.yaml does not read (a replica it does not run, a
+# misspelt name) would be ignored, and the fleet would not be the plan it was made from.
+fleet_reads=$(grep -oE '[$][{]FLEET_[0-9]+_[A-Z_]+' compose.fleet.yaml | cut -c3- | sort -u)
+fleet_replicas=$(grep -cE '^  server-[0-9]+:$' compose.fleet.yaml || true)
+fleet_keys=$(grep '^FLEET_0_' <<<"$fleet_reads" | cut -c9- | paste -sd, -)
+for fleet_name in $( { grep -oE "^[[:space:]]*FLEET_[0-9]+_[A-Za-z0-9_]*=" "$env_file" || true; compgen -v FLEET_ || true; } \
+        | tr -d ' \t=' | grep -E "^FLEET_[0-9]+_" | sort -u); do
+    if ! grep -qxF -- "$fleet_name" <<<"$fleet_reads"; then
+        refuse "$fleet_name is not read by compose.fleet.yaml, which runs $fleet_replicas replicas and reads FLEET_<0..$((fleet_replicas - 1))>_{$fleet_keys}: for another number of replicas set replicas: in builder/fleet.yaml to the plan's --replicas and run \`make dockerfiles\`; else remove the line"
+    fi
+done
 check_count MEMLOCK "$(setting MEMLOCK -1)" yes ", or -1 for unlimited"
 pids=$(setting PIDS_LIMIT 16384)
 if [[ ! $pids =~ ^[1-9][0-9]{0,8}$ ]]; then

@@ -82,3 +82,46 @@ def test_compose_renders_the_planned_bindings_appended_to_env_example(
         assert service["environment"]["KTHYBRID_KT_NUMA_NODES"] == nodes
         devices = service["deploy"]["resources"]["reservations"]["devices"]
         assert [d["device_ids"] for d in devices] == [[gpus]]
+
+
+def test_preflight_passes_the_planned_bindings(fleet_lines: list[str], tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    key = tmp_path / "api-key"
+    key.write_text("fleet-plan-key-0123456789abcdef\n")
+    key.chmod(0o644)
+    env_file.write_text(ENV_EXAMPLE.read_text() + f"API_KEY_FILE={key}\n"
+                        + "\n".join(fleet_lines) + "\n")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "API_KEY"))}
+    result = subprocess.run(
+        ["bash", str(COMPOSE_DIR / "preflight.sh"), "--env-file", str(env_file)],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_preflight_refuses_the_bindings_of_a_plan_for_more_replicas(
+    fleet_lines: list[str], tmp_path: Path
+) -> None:
+    # The plan made for one replica more than compose.fleet.yaml runs: its last replica's
+    # lines would be ignored and the fleet would come up one server short.
+    replicas = load_fleet()["replicas"]
+    extra = [line.replace("FLEET_0_", f"FLEET_{replicas}_") for line in fleet_lines
+             if line.startswith("FLEET_0_")]  # fmt: skip
+    env_file = tmp_path / ".env"
+    key = tmp_path / "api-key"
+    key.write_text("fleet-plan-key-0123456789abcdef\n")
+    key.chmod(0o644)
+    env_file.write_text(ENV_EXAMPLE.read_text() + f"API_KEY_FILE={key}\n"
+                        + "\n".join(fleet_lines + extra) + "\n")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "API_KEY"))}
+    result = subprocess.run(
+        ["bash", str(COMPOSE_DIR / "preflight.sh"), "--env-file", str(env_file)],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == len(extra) == 4
+    for line in lines:
+        assert line.startswith(f"preflight: FLEET_{replicas}_")
+        assert f"compose.fleet.yaml, which runs {replicas} replicas" in line
+        assert "builder/fleet.yaml" in line

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from builder.fleet import load_fleet
 from tests.support.compose_project import (
     API_KEY,
     COMPOSE_DIR,
@@ -151,6 +152,23 @@ def test_the_compose_readme_documents_the_preflight() -> None:
 def test_the_fleets_own_limits_pass_when_they_are_sizes(compose: Compose) -> None:
     assert preflight(compose(FLEET_0_MEM_LIMIT="56g", FLEET_1_MEM_LIMIT="")).returncode == 0
     # Set in the shell only (not in the env file): still checked.
-    result = preflight(compose(), FLEET_3_MEM_LIMIT="1e99")
+    result = preflight(compose(), FLEET_1_MEM_LIMIT="1e99")
     assert result.returncode == 2
-    assert "FLEET_3_MEM_LIMIT=1e99 is not a size" in result.stderr
+    assert result.stderr.startswith("preflight: FLEET_1_MEM_LIMIT=1e99 is not a size")
+
+
+@pytest.mark.parametrize("name", ["FLEET_9_CPUSET", "FLEET_01_GPUS", "FLEET_1_GPU"])
+@pytest.mark.parametrize("where", ["env file", "shell"])
+def test_a_fleet_line_compose_fleet_yaml_does_not_read_is_refused(
+    compose: Compose, name: str, where: str
+) -> None:
+    # A replica the fleet does not run, a leading zero, a misspelt key: Compose would ignore it.
+    result = (preflight(compose(**{name: "0"})) if where == "env file"
+              else preflight(compose(), **{name: "0"}))  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    replicas = load_fleet()["replicas"]
+    assert lines[0].startswith(f"preflight: {name} is not read by compose.fleet.yaml, "
+                               f"which runs {replicas} replicas")  # fmt: skip
+    assert f"FLEET_<0..{replicas - 1}>_{{CPUSET,GPUS,MEM_LIMIT,NUMA_NODES}}" in lines[0]
