@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import docker.models.images
@@ -36,10 +37,22 @@ def test_the_toolchain_label_names_an_image_or_a_reason_without_host_detail(
         assert label == load_versions().cuda_toolchain_image_ref or " " not in label, label
 
 
+# An address with a port, as an engine's resolver error names it ("on 127.0.0.11:53").
+# Not a bare ":53": a build at 10:53 writes that into the created label's time.
+ADDRESS = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}:\d+|\[[0-9a-fA-F:]+\]:\d+")
+
+
 def test_no_label_carries_an_address_or_an_engine_error(image: docker.models.images.Image) -> None:
     for name, value in image.labels.items():
-        for detail in ("dial tcp", "lookup ", ":53", "no such host", 'Get "http'):
+        for detail in ("dial tcp", "lookup ", "no such host", 'Get "http'):
             assert detail not in value, f"{name}={value!r}"
+        assert not ADDRESS.search(value), f"{name}={value!r}"
+
+
+def test_the_address_pattern_finds_a_resolver_error_and_not_a_time() -> None:
+    assert ADDRESS.search("lookup registry on 127.0.0.11:53: no such host")
+    assert ADDRESS.search("dial tcp [::1]:53: connect: refused")
+    assert not ADDRESS.search("2026-12-04T10:53:20Z")
 
 
 def test_no_sgl_prefixed_variable_is_set(image_env: dict[str, str]) -> None:
