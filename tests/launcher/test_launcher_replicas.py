@@ -272,3 +272,75 @@ def test_nvml_uuids_name_the_gpus_for_docker_and_cuda(make_host: Callable[..., P
 def test_a_garbage_gpu_numa_node_in_the_host_tree_is_refused(plan_on: PlanOn) -> None:
     garbage = {"/sys/bus/pci/devices/0000:17:00.0/numa_node": "node one\n"}
     refused(plan_on("plan", "--replicas", "2", extra=garbage), 22, "numa_node", "not a number")
+
+
+def doctor_list(result: Result) -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = json.loads(result.out)
+    return checks
+
+
+def doctor_checks(result: Result) -> dict[str, list[dict[str, Any]]]:
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for check in doctor_list(result):
+        by_name.setdefault(check["name"], []).append(check)
+    return by_name
+
+
+def test_doctor_reports_each_replicas_part_of_the_host(plan_on: PlanOn) -> None:
+    result = plan_on("doctor", "--replicas", "2", "--json")
+    assert result.code == 0, result.err
+    checks = doctor_checks(result)
+    assert checks["replicas"][0]["message"].startswith("2 replica(s); GPU NUMA affinity known")
+    # The same split as `plan --replicas 2`: node 0's CPUs and the GPU on node 0 (GPU 1).
+    assert checks["replica-0"][0]["message"].startswith(
+        "replica 0 (NUMA node(s) 0): CPUs 0-15,32-47, GPU(s) 1, port 30000; --kt-cpuinfer "
+    )
+    assert checks["replica-1"][0]["message"].startswith(
+        "replica 1 (NUMA node(s) 1): CPUs 16-31,48-63, GPU(s) 0, port 30001; --kt-cpuinfer "
+    )
+    # Host memory is checked for both together and for each replica's own nodes.
+    memory = [c["message"] for c in checks["host-memory"]]
+    assert [m.split(":")[0] for m in memory] == [
+        "--replicas 2 (2 copies of the CPU experts and runtime)",
+        "replica 0 (NUMA node(s) 0)", "replica 1 (NUMA node(s) 1)"]  # fmt: skip
+    assert "plan" not in checks  # the whole-host plan is not what this host will run
+
+
+def test_doctor_fails_the_replica_check_plan_refuses_with_its_code(plan_on: PlanOn) -> None:
+    result = plan_on("doctor", "--replicas", "2", "--json", mem_bytes=256 * GIB)
+    assert result.code == 13
+    failed = [c for c in doctor_list(result) if c["status"] == "fail"]
+    assert failed[0]["message"].startswith("--replicas 2 (2 copies of the CPU experts")
+    assert failed[0]["exit_code"] == 13
+    # doctor goes on: each replica is still reported.
+    assert {"replica-0", "replica-1"} <= set(doctor_checks(result))
+    text = plan_on("doctor", "--replicas", "2", mem_bytes=256 * GIB)
+    assert text.code == 13 and "Traceback" not in text.err
+    assert "[FAIL] host-memory: --replicas 2 (2 copies" in text.out
+
+
+def test_doctor_with_more_replicas_than_gpus_fails_one_check(plan_on: PlanOn) -> None:
+    result = plan_on("doctor", "--replicas", "3", "--json", nodes_per_socket=2)
+    assert result.code == 24
+    (check,) = doctor_checks(result)["replicas"]
+    assert check["status"] == "fail" and check["exit_code"] == 24
+    assert "--replicas 3 needs a GPU per replica" in check["message"]
+
+
+def test_doctor_warns_when_gpu_affinity_is_unknown(plan_on: PlanOn) -> None:
+    result = plan_on("doctor", "--replicas", "2", "--json", gpu_nodes=(-1, -1))
+    assert result.code == 0, result.err
+    (check,) = doctor_checks(result)["replicas"]
+    assert check["status"] == "warn"
+    assert "UNKNOWN, GPUs in index order" in check["message"]
+    notes = [c["message"] for c in doctor_checks(result)["replicas-note"]]
+    assert any("GPU NUMA affinity unknown for GPU(s) 0,1" in n for n in notes)
+
+
+def test_doctor_for_one_replica_of_several_checks_only_its_part(plan_on: PlanOn) -> None:
+    result = plan_on("doctor", "--replicas", "2", "--replica-index", "1", "--json",
+                     mem_bytes=330 * GIB)  # fmt: skip
+    checks = doctor_checks(result)
+    assert "replica-0" not in checks and "replica-1" in checks
+    memory = [c["message"].split(":")[0] for c in checks["host-memory"]]
+    assert memory == ["replica 1 (NUMA node(s) 1)"]

@@ -227,10 +227,10 @@ class Settings:
         commands=_BENCH_SERVE))
     replicas: int = option(1, OptionSpec(
         "servers to split the host into, each with its own GPUs, NUMA nodes and port",
-        int_in(1, 256), commands=frozenset({"serve", "plan"})))
+        int_in(1, 256), commands=frozenset({"serve", "plan", "doctor"})))
     replica_index: int | None = option(None, OptionSpec(
         "which of the --replicas servers this one is, from 0", int_in(0, 255),
-        commands=frozenset({"serve", "plan"})))
+        commands=frozenset({"serve", "plan", "doctor"})))
     # fmt: on
 
     sources: Mapping[str, str] = field(default_factory=dict)

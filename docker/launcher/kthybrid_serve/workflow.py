@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -137,6 +137,62 @@ def serve_replica_index(settings: Settings) -> int:
     )
 
 
+def _prefixed(checks: list[Check], prefix: str) -> list[Check]:
+    """A replica's checks, each message (and the refusal it carries) naming the replica."""
+    out = []
+    for c in checks:
+        error = type(c.error)(prefix + c.error.message) if c.error is not None else None
+        out.append(replace(c, message=prefix + c.message, error=error))
+    return out
+
+
+def replica_checks(
+    host: HostFacts,
+    model: ModelFacts,
+    weights: CpuWeights,
+    settings: Settings,
+    data: TargetData,
+    environ: Mapping[str, str],
+) -> list[Check]:
+    """`doctor --replicas N`: the split, each replica's part and memory checks, and (without
+    --replica-index) the host holding every replica, as `plan --replicas N` refuses them."""
+    checks: list[Check] = []
+
+    def split() -> ReplicaSet:
+        check_request(settings)
+        return plan_replicas(host, model, weights, settings, data, environ, _image(environ, data))
+
+    replicas = _step("replicas", split, checks)
+    if replicas is None:
+        return checks
+    count, index = settings.replicas, settings.replica_index
+    affinity = "known" if replicas.split.affinity_known else "UNKNOWN, GPUs in index order"
+    checks.append(Check("replicas", "ok" if replicas.split.affinity_known else "warn",
+                        f"{count} replica(s); GPU NUMA affinity {affinity}"))  # fmt: skip
+    checks += [Check("replicas-note", "warn", note) for note in replicas.split.notes]
+    if index is None:
+        total = f"--replicas {count} ({count} copies of the CPU experts and runtime): "
+        checks += _prefixed(plan_checks(host, replicas.combined(), settings), total)
+    for rp in replicas.plans:
+        r = rp.replica
+        if index is not None and r.index != index:
+            continue
+        nodes = ",".join(map(str, r.nodes))
+        where = f"replica {r.index} (NUMA node(s) {nodes}): "
+        plan = rp.plan
+        experts = (
+            "all experts on GPU"
+            if plan.gpu_only
+            else (
+                f"--kt-cpuinfer {plan.kt_cpuinfer} --kt-num-gpu-experts {plan.kt_num_gpu_experts}"
+            )
+        )
+        checks.append(Check(f"replica-{r.index}", "ok", f"{where}CPUs {r.cpuset}, GPU(s) "
+                            f"{r.device_ids}, port {r.port}; {experts}"))  # fmt: skip
+        checks += _prefixed(plan_checks(rp.host, plan, settings), where)
+    return checks
+
+
 def _step(name: str, action: Callable[[], T], checks: list[Check]) -> T | None:
     try:
         return action()
@@ -185,6 +241,8 @@ def doctor(settings: Settings, environ: Mapping[str, str]) -> list[Check]:
                         f"{weights.format} at {weights.path}{revision}"))  # fmt: skip
     if not host.gpus:
         return checks
+    if replica_mode(settings):
+        return checks + replica_checks(host, model, weights, settings, data, environ)
     image = _image(environ, data)
     plan = _step(
         "plan", lambda: make_plan(host, model, weights, settings, data, environ, image), checks
