@@ -128,13 +128,34 @@ def test_rtx4090_on_one_numa_amd_desktop_uses_one_pool_and_the_bf16_path(
 def test_avx2_only_desktop_falls_back_to_the_avx2_kernel(
     run_cli: Cli, make_host: Callable[..., Path], v4_flash: Path
 ) -> None:
-    host = make_host(cores_per_node=8, mem_bytes=192 * GB, flags=AVX2_FLAGS)
+    host = make_host(cores_per_node=8, mem_bytes=256 * GB, flags=AVX2_FLAGS)
     result = plan(run_cli, host, v4_flash, RTX5090)
     assert result.code == 0, result.err
     reasons = {i["name"]: i["reason"] for i in result.json["items"]}  # type: ignore[union-attr,index]
     assert result.json["kt_method"] == "MXFP4"
     assert "AVX2 fallback" in reasons["--kt-method"]
+    assert "keeps 20% over the expert bytes in RAM" in reasons["--kt-method"]
     assert result.json["kt_cpuinfer"] == 5
+
+
+def test_the_avx2_kernels_memory_is_budgeted_where_avx512_would_fit(
+    run_cli: Cli, make_host: Callable[..., Path], v4_flash: Path
+) -> None:
+    # kt-kernel's AVX2 MXFP4 kernel keeps 1.18x the expert bytes resident (measured on an
+    # EPYC without AVX-512, bench/results/hugepages-avx2-epyc-2gib.json); the AVX512 kernel
+    # 1.00x. The same 192 GB desktop holds V4-Flash's CPU experts with one and not the other.
+    spec = {"cores_per_node": 8, "mem_bytes": 192 * GB}
+    zen4 = plan(run_cli, make_host(**spec, flags=ZEN4_FLAGS), v4_flash, RTX5090)
+    assert zen4.code == 0, zen4.err
+    avx2 = plan(run_cli, make_host(**spec, flags=AVX2_FLAGS), v4_flash, RTX5090)
+    assert avx2.code == 13, avx2.err
+    assert "the CPU experts need 172.5 GiB of RAM (137.1 GiB of weights + overhead)" in avx2.err
+    roomy_host = make_host(**{**spec, "mem_bytes": 256 * GB}, flags=AVX2_FLAGS)
+    roomy = run_cli("plan", "--helm-values", "--host-root", str(roomy_host), "--model",
+                    str(v4_flash), "--gpu", RTX5090)  # fmt: skip
+    assert roomy.code == 0, roomy.err
+    # The chart's budget and compose's limit carry the same 20%: 137.1 GiB x 1.20.
+    assert "cpuExpertWeightsGi: 165" in roomy.out
 
 
 def test_cgroup_v2_allowing_16_of_64_cpus_and_200gb(

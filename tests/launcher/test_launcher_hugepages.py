@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 from kthybrid_serve.plan.hugepages import (
     HUGETLB_POOL_FACTOR,
-    HUGETLB_SMALL_PAGE_SHARE,
     THP_ENABLED,
-    THP_SHARE,
+    small_page_share,
+    thp_share,
 )
+from kthybrid_serve.plan.memory import AVX2_MXFP4_OVERHEAD_FRACTION, EXPERT_OVERHEAD_FRACTION
+from kthybrid_serve.plan.method import VARIANT_FLAGS, avx2_mxfp4_kernel, expert_overhead
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 H200 = "NVIDIA H200,143771MiB,9.0"
@@ -34,15 +36,35 @@ def measured(variant: str) -> list[dict[str, Any]]:
     return found
 
 
+def avx2_mxfp4(entry: dict[str, Any]) -> bool:
+    """Whether the plan gives this run's kt-kernel variant the AVX2 MXFP4 kernel."""
+    return avx2_mxfp4_kernel(frozenset(VARIANT_FLAGS[entry["cpu_variant"]]), "MXFP4")
+
+
 def test_the_pool_factor_covers_every_measured_hugetlb_run() -> None:
     for entry in measured("hugetlb=2, 2 MiB pool"):
         assert entry["private_hugetlb_bytes"] <= HUGETLB_POOL_FACTOR * entry["loaded_bytes"]
-        assert entry["rss_growth_bytes"] <= HUGETLB_SMALL_PAGE_SHARE * entry["loaded_bytes"]
+        share = small_page_share("hugetlb", avx2_mxfp4(entry))
+        assert entry["rss_growth_bytes"] <= share * entry["loaded_bytes"]
+
+
+def test_the_expert_overhead_covers_every_measured_run_on_small_pages() -> None:
+    # With no hugepages the whole resident growth is the experts and the kernel's buffers.
+    kernels = set()
+    for entry in measured("thp-never"):
+        overhead = expert_overhead(frozenset(VARIANT_FLAGS[entry["cpu_variant"]]), "MXFP4")
+        growth = entry["rss_growth_bytes"] / entry["loaded_bytes"]
+        assert growth <= 1 + overhead, entry["cpu_variant"]
+        # and not far below it: a constant much above what was measured is a guess
+        assert growth >= 1 + overhead - 0.05, entry["cpu_variant"]
+        kernels.add(avx2_mxfp4(entry))
+    assert kernels == {True, False}  # both kernels measured (AVX2 on the EPYC, AVX512, AMX)
+    assert AVX2_MXFP4_OVERHEAD_FRACTION > EXPERT_OVERHEAD_FRACTION
 
 
 def test_the_thp_share_is_what_was_measured() -> None:
     for entry in measured("thp-madvise + hugetlb=1"):
-        assert entry["on_thp"] == pytest.approx(THP_SHARE, abs=0.02)
+        assert entry["on_thp"] == pytest.approx(thp_share(avx2_mxfp4(entry)), abs=0.02)
 
 
 def test_with_no_setting_nothing_lands_on_hugepages() -> None:

@@ -39,7 +39,10 @@ HUGETLB_POOL_FACTOR = 1.45
 # Share of expert bytes still on 4 KiB pages with the pool (Rss growth / expert bytes:
 # 0.245, 0.189, 0.030), and on THP with `thp` (AnonHugePages / expert bytes: 0.708-0.710).
 HUGETLB_SMALL_PAGE_SHARE = 0.25
+# The same for kt-kernel's AVX2 MXFP4 kernel (AVX2MXFP4_MOE): 0.601, its pool 1.058.
+HUGETLB_SMALL_PAGE_SHARE_AVX2_MXFP4 = 0.65
 THP_SHARE = 0.70
+THP_SHARE_AVX2_MXFP4 = 1.17  # AVX2MXFP4_MOE: 1.171-1.172 (its buffers grow with the experts)
 THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -78,6 +81,14 @@ def hugetlb_pool_needed(expert_bytes: int) -> int:
     return int(expert_bytes * HUGETLB_POOL_FACTOR)
 
 
-def small_page_share(mode: str) -> float:
-    """Share of the expert bytes in ordinary memory under `mode` (measured for hugetlb)."""
-    return HUGETLB_SMALL_PAGE_SHARE if mode == "hugetlb" else 1.0
+def thp_share(avx2_mxfp4: bool) -> float:
+    """AnonHugePages / expert bytes with `thp` (measured), per kernel as small_page_share."""
+    return THP_SHARE_AVX2_MXFP4 if avx2_mxfp4 else THP_SHARE
+
+
+def small_page_share(mode: str, avx2_mxfp4: bool = False) -> float:
+    """Share of the expert bytes in ordinary memory under `mode` (measured for hugetlb), for
+    the AVX512/AMX kernels or (`avx2_mxfp4`) kt-kernel's AVX2 MXFP4 kernel."""
+    if mode != "hugetlb":
+        return 1.0
+    return HUGETLB_SMALL_PAGE_SHARE_AVX2_MXFP4 if avx2_mxfp4 else HUGETLB_SMALL_PAGE_SHARE

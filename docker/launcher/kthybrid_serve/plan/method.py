@@ -6,6 +6,7 @@ from kthybrid_serve.errors import CpuIsaError, WeightFormatError
 from kthybrid_serve.host.host import HostFacts
 from kthybrid_serve.model.weights import CpuWeights
 from kthybrid_serve.plan.items import PlanItem
+from kthybrid_serve.plan.memory import AVX2_MXFP4_OVERHEAD_FRACTION, EXPERT_OVERHEAD_FRACTION
 from kthybrid_serve.settings import Settings
 
 AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512bw")
@@ -22,6 +23,19 @@ VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
 
 def has_flags(host: HostFacts, flags: tuple[str, ...]) -> bool:
     return all(flag in host.isa_flags for flag in flags)
+
+
+def avx2_mxfp4_kernel(isa_flags: frozenset[str] | set[str], method: str | None) -> bool:
+    """Whether kt-kernel serves `method` with its AVX2 MXFP4 kernel (AVX2MXFP4_MOE): MXFP4 on
+    a CPU without AVX512-BF16. That kernel keeps more memory (plan/memory.py)."""
+    return method == "MXFP4" and not all(f in isa_flags for f in AVX512_BF16_FLAGS)
+
+
+def expert_overhead(isa_flags: frozenset[str] | set[str], method: str | None) -> float:
+    """The CPU expert memory overhead fraction of the kernel that serves `method` here."""
+    if avx2_mxfp4_kernel(isa_flags, method):
+        return AVX2_MXFP4_OVERHEAD_FRACTION
+    return EXPERT_OVERHEAD_FRACTION
 
 
 def _method_mismatch(wanted: str, weights: CpuWeights) -> WeightFormatError:
@@ -60,7 +74,10 @@ def choose_method(host: HostFacts, weights: CpuWeights, settings: Settings) -> P
             why = "MXFP4 checkpoint; AVX512-BF16 fast path available"
         else:
             missing = [f for f in AVX512_BF16_FLAGS if f not in host.isa_flags]
-            why = f"MXFP4 checkpoint; AVX2 fallback kernel (no {', '.join(missing)}: slower)"
+            why = (
+                f"MXFP4 checkpoint; AVX2 fallback kernel (no {', '.join(missing)}: slower, and "
+                f"it keeps {AVX2_MXFP4_OVERHEAD_FRACTION:.0%} over the expert bytes in RAM)"
+            )
         if has_flags(host, AMX_FLAGS):
             why += "; AMX present: AMXINT4 (`kthybrid-serve convert`) may be faster"
         return PlanItem("--kt-method", "MXFP4", why, source)

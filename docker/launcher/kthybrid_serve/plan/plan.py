@@ -20,8 +20,13 @@ from kthybrid_serve.plan.command import (
 from kthybrid_serve.plan.gpu_budget import ExpertPlan, GpuRequest, plan_gpu_experts
 from kthybrid_serve.plan.hugepages import small_page_share
 from kthybrid_serve.plan.items import BudgetLine, PlanItem
-from kthybrid_serve.plan.memory import host_memory_needed
-from kthybrid_serve.plan.method import check_variant, choose_method
+from kthybrid_serve.plan.memory import EXPERT_OVERHEAD_FRACTION, host_memory_needed
+from kthybrid_serve.plan.method import (
+    avx2_mxfp4_kernel,
+    check_variant,
+    choose_method,
+    expert_overhead,
+)
 from kthybrid_serve.plan.records import Tuned, ceiling_item, tuned_threads
 from kthybrid_serve.plan.runtime_needs import ImageFacts, check_runtime_needs
 from kthybrid_serve.plan.targets import Target, TargetData
@@ -54,6 +59,8 @@ class Plan:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # Decode tokens/s the CPU experts allow at the measured bandwidth; None until tuned.
     cpu_decode_ceiling: float | None = None
+    # The CPU expert memory overhead of the kernel that serves them (plan/memory.py).
+    expert_overhead: float = EXPERT_OVERHEAD_FRACTION
 
 
 def _tp(host: HostFacts, settings: Settings) -> tuple[int, int]:
@@ -184,7 +191,10 @@ def _assemble(
     target: Target | None,
     items: list[PlanItem],
 ) -> Plan:
-    env, unset, env_items = plan_env(model, kt.method if kt else None, settings, environ)
+    method = kt.method if kt else None
+    env, unset, env_items = plan_env(model, method, settings, environ, host.isa_flags)
+    overhead = expert_overhead(host.isa_flags, method)
+    share = small_page_share(settings.hugepages, avx2_mxfp4_kernel(host.isa_flags, method))
     prefix: list[str] = []
     if kt is None:
         numa_why = "GPU-only: no CPU experts to place"
@@ -215,9 +225,7 @@ def _assemble(
         tp_size=tp,
         gpus_used=gpus_local,
         cpu_expert_bytes=expert_bytes,
-        host_memory_needed=host_memory_needed(expert_bytes, small_page_share(settings.hugepages))
-        if kt
-        else 0,
+        host_memory_needed=host_memory_needed(expert_bytes, share, overhead) if kt else 0,
         target=target.name if target else None,
         items=tuple(items),
         gpu_budget=experts.budget,
@@ -225,4 +233,5 @@ def _assemble(
         env_unset=unset,
         argv=tuple(argv),
         notes=host.notes,
+        expert_overhead=overhead,
     )

@@ -234,11 +234,12 @@ class ReplicaSet:
         for rp in self.plans:
             r = rp.replica
             nodes = rp.plan.kt_numa_nodes or r.nodes
+            limit = container_limit_gib(rp.plan.cpu_expert_bytes, rp.plan.expert_overhead)
             lines += [
                 f"FLEET_{r.index}_CPUSET={r.cpuset}",
                 f"FLEET_{r.index}_NUMA_NODES={','.join(map(str, nodes))}",
                 f"FLEET_{r.index}_GPUS={r.device_ids}",
-                f"FLEET_{r.index}_MEM_LIMIT={container_limit_gib(rp.plan.cpu_expert_bytes)}g",
+                f"FLEET_{r.index}_MEM_LIMIT={limit}g",
             ]
         return lines
 
