@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.compose_project import CI_MEMLOCK, ComposeProject
+from tests.support.host_cpu import needs_quantizer
 from tests.support.mxfp4_checkpoint import Spec, write_checkpoint
 
 Compose = Callable[..., ComposeProject]
@@ -45,6 +46,7 @@ def image_repo(compose_image: str) -> Iterator[dict[str, str]]:
     subprocess.run(["docker", "rmi", f"{repo}:{arch}"], capture_output=True, check=False)
 
 
+@needs_quantizer
 def test_the_convert_profile_converts_the_checkpoint(
     compose: Compose, image_repo: dict[str, str], tiny_models: Path
 ) -> None:

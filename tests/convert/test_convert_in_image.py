@@ -1,6 +1,7 @@
 """`kthybrid-serve convert` in the image, with this checkout's launcher mounted over the image's.
 
-Real kt-kernel (the variant this CPU calls for; here an AVX-512 one without AMX), real torch,
+Real kt-kernel (the variant this CPU calls for: an AVX-512 one without AMX on most CI machines;
+on a CPU without AVX-512 only the refusal runs), real torch,
 tiny checkpoints with real MXFP4 data. What an AMX CPU adds (its forward, the same bytes
 written) is in docker/launcher/evidence/h200/convert-amxint4.json.
 """
@@ -22,6 +23,7 @@ import pytest
 from kthybrid_serve.cli import main
 from kthybrid_serve.convert.layout import LAYER_MARKER, MANIFEST, STAGING, Geometry
 
+from tests.support.host_cpu import HOST_QUANTIZES, needs_quantizer
 from tests.support.launcher_fixtures import HostSpec, build_host
 
 pytestmark = pytest.mark.docker
@@ -113,6 +115,7 @@ def converted(convert_in_image: Any, tiny_v4: Path, workdir: Path) -> tuple[Path
     return workdir / "v4", run
 
 
+@needs_quantizer
 def test_convert_reports_its_plan_progress_and_how_to_serve(
     converted: tuple[Path, Run],
 ) -> None:
@@ -124,6 +127,7 @@ def test_convert_reports_its_plan_progress_and_how_to_serve(
     assert "KTHYBRID_KT_METHOD=AMXINT4 KTHYBRID_KT_THREADPOOL_COUNT=1" in run.stdout
 
 
+@needs_quantizer
 def test_each_layer_holds_exactly_kt_kernels_files(converted: tuple[Path, Run]) -> None:
     output, _ = converted
     expected = dict(TINY.files())
@@ -139,6 +143,7 @@ def test_each_layer_holds_exactly_kt_kernels_files(converted: tuple[Path, Run]) 
         assert marker["layer"] == layer and marker["bytes"] == TINY.layer_bytes
 
 
+@needs_quantizer
 def test_the_output_holds_layers_and_a_manifest_and_nothing_half_done(
     converted: tuple[Path, Run],
 ) -> None:
@@ -150,6 +155,7 @@ def test_the_output_holds_layers_and_a_manifest_and_nothing_half_done(
     assert manifest["source_key_style"] == "v4"
 
 
+@needs_quantizer
 def test_hugging_face_key_names_convert_to_the_same_bytes(
     convert_in_image: Any, converted: tuple[Path, Run], tiny_hf: Path, workdir: Path
 ) -> None:
@@ -158,6 +164,7 @@ def test_hugging_face_key_names_convert_to_the_same_bytes(
     assert digests(workdir / "hf") == digests(converted[0])
 
 
+@needs_quantizer
 def test_kt_kernels_forward_from_the_converted_files_matches_float64(
     convert_in_image: Any, converted: tuple[Path, Run], tiny_v4: Path
 ) -> None:
@@ -173,6 +180,7 @@ def test_kt_kernels_forward_from_the_converted_files_matches_float64(
     assert report["min_wrong_answer_err_over_tolerance"] > 1.0
 
 
+@needs_quantizer
 def test_a_rerun_converts_only_the_missing_and_the_half_done_layers(
     convert_in_image: Any, converted: tuple[Path, Run], tiny_v4: Path, workdir: Path
 ) -> None:
@@ -195,6 +203,7 @@ def test_a_rerun_converts_only_the_missing_and_the_half_done_layers(
     assert again.exit_code == 0 and "converting 0 of 4 MoE layers" in again.stdout
 
 
+@needs_quantizer
 def test_a_kt_kernel_without_the_int4_quantizer_is_refused_with_exit_15_naming_amx(
     convert_in_image: Any, tiny_v4: Path, workdir: Path
 ) -> None:
@@ -205,6 +214,7 @@ def test_a_kt_kernel_without_the_int4_quantizer_is_refused_with_exit_15_naming_a
     assert not (workdir / "avx2").exists()
 
 
+@needs_quantizer
 def test_too_little_disk_is_refused_with_exit_26_before_anything_is_written(
     convert_in_image: Any, tiny_v4: Path
 ) -> None:
@@ -222,6 +232,7 @@ def test_too_little_disk_is_refused_with_exit_26_before_anything_is_written(
     assert "the file system has 4.0 MiB free" in lines[0], lines
 
 
+@needs_quantizer
 def test_two_pools_convert_here_and_the_launcher_serves_them_with_amxint4_on_two_nodes(
     convert_in_image: Any, tiny_v4: Path, workdir: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -239,3 +250,16 @@ def test_two_pools_convert_here_and_the_launcher_serves_them_with_amxint4_on_two
     plan = json.loads(capsys.readouterr().out)
     assert code == 0, plan
     assert (plan["kt_method"], plan["kt_threadpool_count"]) == ("AMXINT4", 2)
+
+
+@pytest.mark.skipif(HOST_QUANTIZES, reason="this CPU has AVX-512: the conversions above run")
+def test_on_a_cpu_without_avx512_the_image_refuses_with_exit_15_and_writes_nothing(
+    convert_in_image: Any, tiny_v4: Path, workdir: Path
+) -> None:
+    run = convert_in_image(tiny_v4, "/work/refused")
+    lines = run.stderr.strip().splitlines()
+    assert run.exit_code == 15, run
+    assert len(lines) == 1 and lines[0].startswith("kthybrid-serve: error: this CPU ("), lines
+    assert "nor AVX512F+AVX512BW, which kt-kernel's AMX-INT4 quantizer needs" in lines[0]
+    assert "--kt-method MXFP4" in lines[0]
+    assert not (workdir / "refused").exists()
