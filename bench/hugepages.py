@@ -180,6 +180,7 @@ def run_variant(
         gbps_segments=result["gbps_segments"],
         load_seconds=result["load_seconds"],
         cpu_variant=result["cpu_variant"],
+        moe_class=result["moe_class"],
         glibc=result.get("glibc"),
     )
     return entry

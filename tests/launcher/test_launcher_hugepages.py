@@ -15,6 +15,7 @@ import pytest
 from kthybrid_serve.plan.hugepages import (
     HUGETLB_POOL_FACTOR,
     THP_ENABLED,
+    ordinary_memory_share,
     small_page_share,
     thp_share,
 )
@@ -48,6 +49,17 @@ def test_the_pool_factor_covers_every_measured_hugetlb_run() -> None:
         assert entry["rss_growth_bytes"] <= share * entry["loaded_bytes"]
 
 
+def test_the_plan_names_the_kernel_kt_kernel_picked_in_every_measured_run() -> None:
+    # Each AVX-512 build (base, vnni, vbmi, bf16, amx) picks AMXFP4_KGroup_MOE; avx2 its own.
+    seen = set()
+    for path in sorted(RESULTS.glob("hugepages-*.json")):
+        for entry in json.loads(path.read_text())["variants"]:
+            if entry.get("moe_class"):
+                assert avx2_mxfp4(entry) == (entry["moe_class"] == "AVX2MXFP4_MOE"), entry
+                seen.add(entry["cpu_variant"])
+    assert seen >= set(VARIANT_FLAGS)
+
+
 def test_the_expert_overhead_covers_every_measured_run_on_small_pages() -> None:
     # With no hugepages the whole resident growth is the experts and the kernel's buffers.
     kernels = set()
@@ -58,8 +70,16 @@ def test_the_expert_overhead_covers_every_measured_run_on_small_pages() -> None:
         # and not far below it: a constant much above what was measured is a guess
         assert growth >= 1 + overhead - 0.05, entry["cpu_variant"]
         kernels.add(avx2_mxfp4(entry))
-    assert kernels == {True, False}  # both kernels measured (AVX2 on the EPYC, AVX512, AMX)
+    assert kernels == {True, False}  # both kernels measured
     assert AVX2_MXFP4_OVERHEAD_FRACTION > EXPERT_OVERHEAD_FRACTION
+
+
+def test_the_thp_budget_covers_every_measured_thp_run() -> None:
+    for entry in measured("thp-madvise + hugetlb=1"):
+        avx2 = avx2_mxfp4(entry)
+        overhead = expert_overhead(frozenset(VARIANT_FLAGS[entry["cpu_variant"]]), "MXFP4")
+        budget = ordinary_memory_share("thp", avx2) * (1 + overhead)
+        assert entry["rss_growth_bytes"] <= budget * entry["loaded_bytes"], entry["cpu_variant"]
 
 
 def test_the_thp_share_is_what_was_measured() -> None:

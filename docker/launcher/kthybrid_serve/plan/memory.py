@@ -11,9 +11,9 @@ import math
 from kthybrid_serve.units import GIB
 
 EXPERT_OVERHEAD_FRACTION = 0.05  # kt-kernel's per-pool buffers and loader copies
-# kt-kernel's AVX2 MXFP4 kernel (AVX2MXFP4_MOE, on CPUs without AVX512-BF16) keeps 1.18x the
-# expert bytes resident where the AVX512 and AMX kernels keep 1.00x (resident growth / expert
-# bytes with no hugepages, bench/results/hugepages-*.json; tied by a test), rounded up.
+# kt-kernel's AVX2 MXFP4 kernel (AVX2MXFP4_MOE, on CPUs without AVX512F+AVX512BW) keeps 1.18x
+# the expert bytes resident where its AVX-512 builds' kernel keeps 1.00x (resident growth /
+# expert bytes with no hugepages, bench/results/hugepages-*.json; tied by a test), rounded up.
 AVX2_MXFP4_OVERHEAD_FRACTION = 0.20
 RUNTIME_BYTES = 8 * GIB  # Python processes, torch, CUDA context, pinned staging buffers
 CHART_SHM_GIB = 16  # the chart's memory-backed /dev/shm (counts against the pod's limit)
@@ -31,7 +31,8 @@ def host_memory_needed(
 ) -> int:
     """Ordinary RAM (what MemAvailable and the cgroup limit count) the server needs.
 
-    With the experts on a hugetlb pool only `small_page_share` of them stays in ordinary
+    `small_page_share` (plan/hugepages.py's ordinary_memory_share) scales the expert bytes:
+    with the experts on a hugetlb pool only that share of them stays in ordinary
     memory; the pool itself is checked against the free hugepages.
     """
     resident = expert_memory_with_overhead(int(expert_bytes * small_page_share), overhead)

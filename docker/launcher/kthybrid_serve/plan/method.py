@@ -19,6 +19,10 @@ VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
     "avx512_base": ("avx512f", "avx512bw"),
     "avx2": ("avx2",),
 }
+# kt-kernel's MXFP4 kernel AMXFP4_KGroup_MOE is in every AVX-512 variant (its avx512_base,
+# _vnni, _vbmi, _bf16 and amx builds pick it; measured on the AMX host with each variant forced,
+# bench/results/hugepages-amx-h200host-*.json); only the avx2 build has AVX2MXFP4_MOE instead.
+AVX512_MXFP4_FLAGS = VARIANT_FLAGS["avx512_base"]
 
 
 def has_flags(host: HostFacts, flags: tuple[str, ...]) -> bool:
@@ -27,8 +31,8 @@ def has_flags(host: HostFacts, flags: tuple[str, ...]) -> bool:
 
 def avx2_mxfp4_kernel(isa_flags: frozenset[str] | set[str], method: str | None) -> bool:
     """Whether kt-kernel serves `method` with its AVX2 MXFP4 kernel (AVX2MXFP4_MOE): MXFP4 on
-    a CPU without AVX512-BF16. That kernel keeps more memory (plan/memory.py)."""
-    return method == "MXFP4" and not all(f in isa_flags for f in AVX512_BF16_FLAGS)
+    a CPU without AVX512F+AVX512BW. That kernel keeps more memory (plan/memory.py)."""
+    return method == "MXFP4" and not all(f in isa_flags for f in AVX512_MXFP4_FLAGS)
 
 
 def expert_overhead(isa_flags: frozenset[str] | set[str], method: str | None) -> float:
@@ -72,8 +76,10 @@ def choose_method(host: HostFacts, weights: CpuWeights, settings: Settings) -> P
     if fmt == "MXFP4":
         if has_flags(host, AVX512_BF16_FLAGS):
             why = "MXFP4 checkpoint; AVX512-BF16 fast path available"
+        elif has_flags(host, AVX512_MXFP4_FLAGS):
+            why = "MXFP4 checkpoint; kt-kernel's AVX-512 MXFP4 kernel (as with AVX512-BF16)"
         else:
-            missing = [f for f in AVX512_BF16_FLAGS if f not in host.isa_flags]
+            missing = [f for f in AVX512_MXFP4_FLAGS if f not in host.isa_flags]
             why = (
                 f"MXFP4 checkpoint; AVX2 fallback kernel (no {', '.join(missing)}: slower, and "
                 f"it keeps {AVX2_MXFP4_OVERHEAD_FRACTION:.0%} over the expert bytes in RAM)"

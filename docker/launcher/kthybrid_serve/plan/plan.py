@@ -18,7 +18,7 @@ from kthybrid_serve.plan.command import (
     sglang_argv,
 )
 from kthybrid_serve.plan.gpu_budget import ExpertPlan, GpuRequest, plan_gpu_experts
-from kthybrid_serve.plan.hugepages import small_page_share
+from kthybrid_serve.plan.hugepages import ordinary_memory_share
 from kthybrid_serve.plan.items import BudgetLine, PlanItem
 from kthybrid_serve.plan.memory import EXPERT_OVERHEAD_FRACTION, host_memory_needed
 from kthybrid_serve.plan.method import (
@@ -194,7 +194,7 @@ def _assemble(
     method = kt.method if kt else None
     env, unset, env_items = plan_env(model, method, settings, environ, host.isa_flags)
     overhead = expert_overhead(host.isa_flags, method)
-    share = small_page_share(settings.hugepages, avx2_mxfp4_kernel(host.isa_flags, method))
+    share = ordinary_memory_share(settings.hugepages, avx2_mxfp4_kernel(host.isa_flags, method))
     prefix: list[str] = []
     if kt is None:
         numa_why = "GPU-only: no CPU experts to place"
