@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kthybrid_serve.plan.hugepages import HUGETLB_POOL_FACTOR, small_page_share
-from kthybrid_serve.plan.method import VARIANT_FLAGS, avx2_mxfp4_kernel
+from kthybrid_serve.plan.hugepages import HUGETLB_POOL_FACTOR
+from kthybrid_serve.plan.memory import KernelMemory
+from kthybrid_serve.plan.method import VARIANT_FLAGS, kernel_memory
 
 from tests.support.launcher_fixtures import ModelSpec, build_model
 
@@ -66,9 +67,9 @@ def tunables(run_in_image: Any, model: Path) -> Any:
 @pytest.fixture(scope="module")
 def load(run_in_image: Any) -> Any:
     """Load the experts with this GLIBC_TUNABLES; (expert bytes, THP bytes, hugetlb, Rss,
-    whether kt-kernel's AVX2 MXFP4 kernel served them)."""
+    the measured memory of the kernel kt-kernel picked here)."""
 
-    def run(glibc_tunables: str | None) -> tuple[int, int, int, int, bool]:
+    def run(glibc_tunables: str | None) -> tuple[int, int, int, int, KernelMemory]:
         env = {"GLIBC_TUNABLES": glibc_tunables} if glibc_tunables else None
         result = run_in_image(
             ["python", "-m", "kthybrid_serve.cpubench.worker", json.dumps(SPEC)],
@@ -84,7 +85,7 @@ def load(run_in_image: Any) -> Any:
             after["AnonHugePages"] - before["AnonHugePages"],
             after["Private_Hugetlb"] - before["Private_Hugetlb"],
             after["Rss"] - before["Rss"],
-            avx2_mxfp4_kernel(frozenset(VARIANT_FLAGS[data["cpu_variant"]]), str(SPEC["method"])),
+            kernel_memory(frozenset(VARIANT_FLAGS[data["cpu_variant"]]), str(SPEC["method"])),
         )
 
     return run
@@ -137,8 +138,8 @@ def test_hugetlb_puts_the_experts_on_the_2mib_pool(
 ) -> None:
     setting = tunables("hugetlb")
     assert setting == "glibc.malloc.hugetlb=2097152"
-    loaded, thp, hugetlb, rss, avx2 = load(setting)
+    loaded, thp, hugetlb, rss, kernel = load(setting)
     assert 0.6 * loaded <= hugetlb <= HUGETLB_POOL_FACTOR * loaded
     # The share on 4 KiB pages is the kernel's: kt-kernel picks it by this host's CPU.
-    assert rss <= small_page_share("hugetlb", avx2) * loaded
+    assert rss <= kernel.hugetlb_small_share * loaded
     assert thp == 0

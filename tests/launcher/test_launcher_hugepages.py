@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kthybrid_serve.plan.hugepages import (
-    HUGETLB_POOL_FACTOR,
-    THP_ENABLED,
-    ordinary_memory_share,
-    small_page_share,
-    thp_share,
+from kthybrid_serve.plan.hugepages import HUGETLB_POOL_FACTOR, THP_ENABLED
+from kthybrid_serve.plan.memory import (
+    AVX2_MXFP4_KERNEL_MEMORY,
+    DEFAULT_KERNEL_MEMORY,
+    KernelMemory,
 )
-from kthybrid_serve.plan.memory import AVX2_MXFP4_OVERHEAD_FRACTION, EXPERT_OVERHEAD_FRACTION
-from kthybrid_serve.plan.method import VARIANT_FLAGS, avx2_mxfp4_kernel, expert_overhead
+from kthybrid_serve.plan.method import VARIANT_FLAGS, avx2_mxfp4_kernel, kernel_memory
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 H200 = "NVIDIA H200,143771MiB,9.0"
@@ -42,10 +40,15 @@ def avx2_mxfp4(entry: dict[str, Any]) -> bool:
     return avx2_mxfp4_kernel(frozenset(VARIANT_FLAGS[entry["cpu_variant"]]), "MXFP4")
 
 
+def kernel_of(entry: dict[str, Any]) -> KernelMemory:
+    """The measured memory the plan gives this run's kt-kernel variant."""
+    return kernel_memory(frozenset(VARIANT_FLAGS[entry["cpu_variant"]]), "MXFP4")
+
+
 def test_the_pool_factor_covers_every_measured_hugetlb_run() -> None:
     for entry in measured("hugetlb=2, 2 MiB pool"):
         assert entry["private_hugetlb_bytes"] <= HUGETLB_POOL_FACTOR * entry["loaded_bytes"]
-        share = small_page_share("hugetlb", avx2_mxfp4(entry))
+        share = kernel_of(entry).hugetlb_small_share
         assert entry["rss_growth_bytes"] <= share * entry["loaded_bytes"]
 
 
@@ -64,27 +67,26 @@ def test_the_expert_overhead_covers_every_measured_run_on_small_pages() -> None:
     # With no hugepages the whole resident growth is the experts and the kernel's buffers.
     kernels = set()
     for entry in measured("thp-never"):
-        overhead = expert_overhead(frozenset(VARIANT_FLAGS[entry["cpu_variant"]]), "MXFP4")
+        overhead = kernel_of(entry).overhead
         growth = entry["rss_growth_bytes"] / entry["loaded_bytes"]
         assert growth <= 1 + overhead, entry["cpu_variant"]
         # and not far below it: a constant much above what was measured is a guess
         assert growth >= 1 + overhead - 0.05, entry["cpu_variant"]
         kernels.add(avx2_mxfp4(entry))
     assert kernels == {True, False}  # both kernels measured
-    assert AVX2_MXFP4_OVERHEAD_FRACTION > EXPERT_OVERHEAD_FRACTION
+    assert AVX2_MXFP4_KERNEL_MEMORY.overhead > DEFAULT_KERNEL_MEMORY.overhead
 
 
 def test_the_thp_budget_covers_every_measured_thp_run() -> None:
     for entry in measured("thp-madvise + hugetlb=1"):
-        avx2 = avx2_mxfp4(entry)
-        overhead = expert_overhead(frozenset(VARIANT_FLAGS[entry["cpu_variant"]]), "MXFP4")
-        budget = ordinary_memory_share("thp", avx2) * (1 + overhead)
+        kernel = kernel_of(entry)
+        budget = kernel.ordinary_share("thp") * (1 + kernel.overhead)
         assert entry["rss_growth_bytes"] <= budget * entry["loaded_bytes"], entry["cpu_variant"]
 
 
 def test_the_thp_share_is_what_was_measured() -> None:
     for entry in measured("thp-madvise + hugetlb=1"):
-        assert entry["on_thp"] == pytest.approx(thp_share(avx2_mxfp4(entry)), abs=0.02)
+        assert entry["on_thp"] == pytest.approx(kernel_of(entry).thp_share, abs=0.02)
 
 
 def test_with_no_setting_nothing_lands_on_hugepages() -> None:

@@ -183,7 +183,7 @@ def helm_values_yaml(plan: Plan) -> str:
         "# kthybrid-serve plan --helm-values: the host memory this host and model need",
         "hostMemory:",
     ]
-    values = helm_values(plan.cpu_expert_bytes, plan.expert_overhead)
+    values = helm_values(plan.cpu_expert_bytes, plan.kernel.overhead)
     lines += [f"  {key}: {value}" for key, value in values.items()]
     return "\n".join(lines)
 

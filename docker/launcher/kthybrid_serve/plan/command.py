@@ -12,11 +12,9 @@ from kthybrid_serve.model.model import ModelFacts
 from kthybrid_serve.plan.hugepages import (
     HUGETLB_POOL_FACTOR,
     glibc_tunables,
-    small_page_share,
-    thp_share,
 )
 from kthybrid_serve.plan.items import PlanItem
-from kthybrid_serve.plan.method import avx2_mxfp4_kernel
+from kthybrid_serve.plan.memory import DEFAULT_KERNEL_MEMORY, KernelMemory
 from kthybrid_serve.plan.threads import ThreadPlan
 from kthybrid_serve.settings import Settings, format_value
 
@@ -43,7 +41,7 @@ def plan_env(
     method: str | None,
     settings: Settings,
     environ: Mapping[str, str],
-    isa_flags: frozenset[str] = frozenset(),
+    kernel: KernelMemory = DEFAULT_KERNEL_MEMORY,
 ) -> tuple[dict[str, str], tuple[str, ...], list[PlanItem]]:
     """(set, unset, items): the launcher owns SGLANG_DSV4_* and KT_KERNEL_CPU_VARIANT."""
     env: dict[str, str] = {}
@@ -72,11 +70,10 @@ def plan_env(
         env["GLIBC_TUNABLES"] = tunables
         what = (
             "malloc madvises its mapped chunks: THP backs kt-kernel's expert buffers (measured: "
-            f"{thp_share(avx2_mxfp4_kernel(isa_flags, method)):.0%} of the expert bytes)"
+            f"{kernel.thp_share:.0%} of the expert bytes)"
             if settings.hugepages == "thp"
             else "malloc maps its chunks from the reserved 2 MiB pool (measured: the pool holds "
-            f"{HUGETLB_POOL_FACTOR}x the expert bytes, "
-            f"{small_page_share('hugetlb', avx2_mxfp4_kernel(isa_flags, method)):.0%} stay on "
+            f"{HUGETLB_POOL_FACTOR}x the expert bytes, {kernel.hugetlb_small_share:.0%} stay on "
             "4 KiB pages)"
         )
         why = f"KTHYBRID_HUGEPAGES={settings.hugepages}: {what}"

@@ -36,15 +36,7 @@ TUNABLE = {"thp": "glibc.malloc.hugetlb=1", "hugetlb": f"glibc.malloc.hugetlb={H
 # Private_Hugetlb / expert bytes with the 2 MiB pool (1.093, 1.146, 1.373; 1.414 at the
 # 1.6 GiB of tests/image/test_hugepages.py), rounded up.
 HUGETLB_POOL_FACTOR = 1.45
-# Share of expert bytes still on 4 KiB pages with the pool (Rss growth / expert bytes:
-# 0.245, 0.189, 0.030), and on THP with `thp` (AnonHugePages / expert bytes: 0.708-0.710).
-HUGETLB_SMALL_PAGE_SHARE = 0.25
-# The same for kt-kernel's AVX2 MXFP4 kernel (AVX2MXFP4_MOE): 0.601 on an EPYC, 0.694 on the
-# AMX host with the avx2 build forced (its pool 1.058, 1.007); the two hosts differ by 0.09,
-# so the budget keeps that margin above the higher.
-HUGETLB_SMALL_PAGE_SHARE_AVX2_MXFP4 = 0.75
-THP_SHARE = 0.70
-THP_SHARE_AVX2_MXFP4 = 1.17  # AVX2MXFP4_MOE: 1.171-1.172 on both hosts
+# The shares on 4 KiB pages and on THP are each kernel's: plan/memory.py's KernelMemory.
 THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -81,31 +73,3 @@ def glibc_tunables(mode: str, environ: Mapping[str, str]) -> str | None:
 
 def hugetlb_pool_needed(expert_bytes: int) -> int:
     return int(expert_bytes * HUGETLB_POOL_FACTOR)
-
-
-def thp_share(avx2_mxfp4: bool) -> float:
-    """AnonHugePages / expert bytes with `thp` (measured), per kernel as small_page_share."""
-    return THP_SHARE_AVX2_MXFP4 if avx2_mxfp4 else THP_SHARE
-
-
-def small_page_share(mode: str, avx2_mxfp4: bool = False) -> float:
-    """Share of the expert bytes in ordinary memory under `mode` (measured for hugetlb), for
-    the AVX512/AMX kernels or (`avx2_mxfp4`) kt-kernel's AVX2 MXFP4 kernel."""
-    if mode != "hugetlb":
-        return 1.0
-    return HUGETLB_SMALL_PAGE_SHARE_AVX2_MXFP4 if avx2_mxfp4 else HUGETLB_SMALL_PAGE_SHARE
-
-
-# With `thp` the AVX2 MXFP4 kernel's buffers, rounded up to 2 MiB pages, grow to 1.369-1.372x
-# the expert bytes (its AVX-512 builds': 1.023-1.024x, inside their 5%): 1.16 x its 1.20.
-THP_RESIDENT_AVX2_MXFP4 = 1.16
-
-
-def ordinary_memory_share(mode: str, avx2_mxfp4: bool = False) -> float:
-    """What the plan multiplies the expert bytes by (before the kernel's overhead fraction)
-    for the ordinary memory, THP included, that MemAvailable and the cgroup limit count."""
-    if mode == "hugetlb":
-        return small_page_share(mode, avx2_mxfp4)
-    if mode == "thp" and avx2_mxfp4:
-        return THP_RESIDENT_AVX2_MXFP4
-    return 1.0

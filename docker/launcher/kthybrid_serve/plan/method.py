@@ -6,7 +6,11 @@ from kthybrid_serve.errors import CpuIsaError, WeightFormatError
 from kthybrid_serve.host.host import HostFacts
 from kthybrid_serve.model.weights import CpuWeights
 from kthybrid_serve.plan.items import PlanItem
-from kthybrid_serve.plan.memory import AVX2_MXFP4_OVERHEAD_FRACTION, EXPERT_OVERHEAD_FRACTION
+from kthybrid_serve.plan.memory import (
+    AVX2_MXFP4_KERNEL_MEMORY,
+    DEFAULT_KERNEL_MEMORY,
+    KernelMemory,
+)
 from kthybrid_serve.settings import Settings
 
 AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512bw")
@@ -35,11 +39,11 @@ def avx2_mxfp4_kernel(isa_flags: frozenset[str] | set[str], method: str | None) 
     return method == "MXFP4" and not all(f in isa_flags for f in AVX512_MXFP4_FLAGS)
 
 
-def expert_overhead(isa_flags: frozenset[str] | set[str], method: str | None) -> float:
-    """The CPU expert memory overhead fraction of the kernel that serves `method` here."""
+def kernel_memory(isa_flags: frozenset[str] | set[str], method: str | None) -> KernelMemory:
+    """The measured memory of the kernel that serves `method` on a CPU with these flags."""
     if avx2_mxfp4_kernel(isa_flags, method):
-        return AVX2_MXFP4_OVERHEAD_FRACTION
-    return EXPERT_OVERHEAD_FRACTION
+        return AVX2_MXFP4_KERNEL_MEMORY
+    return DEFAULT_KERNEL_MEMORY
 
 
 def _method_mismatch(wanted: str, weights: CpuWeights) -> WeightFormatError:
@@ -82,7 +86,7 @@ def choose_method(host: HostFacts, weights: CpuWeights, settings: Settings) -> P
             missing = [f for f in AVX512_MXFP4_FLAGS if f not in host.isa_flags]
             why = (
                 f"MXFP4 checkpoint; AVX2 fallback kernel (no {', '.join(missing)}: slower, and "
-                f"it keeps {AVX2_MXFP4_OVERHEAD_FRACTION:.0%} over the expert bytes in RAM)"
+                f"it keeps {AVX2_MXFP4_KERNEL_MEMORY.overhead:.0%} over the expert bytes in RAM)"
             )
         if has_flags(host, AMX_FLAGS):
             why += "; AMX present: AMXINT4 (`kthybrid-serve convert`) may be faster"

@@ -18,15 +18,9 @@ from kthybrid_serve.plan.command import (
     sglang_argv,
 )
 from kthybrid_serve.plan.gpu_budget import ExpertPlan, GpuRequest, plan_gpu_experts
-from kthybrid_serve.plan.hugepages import ordinary_memory_share
 from kthybrid_serve.plan.items import BudgetLine, PlanItem
-from kthybrid_serve.plan.memory import EXPERT_OVERHEAD_FRACTION, host_memory_needed
-from kthybrid_serve.plan.method import (
-    avx2_mxfp4_kernel,
-    check_variant,
-    choose_method,
-    expert_overhead,
-)
+from kthybrid_serve.plan.memory import DEFAULT_KERNEL_MEMORY, KernelMemory, host_memory_needed
+from kthybrid_serve.plan.method import check_variant, choose_method, kernel_memory
 from kthybrid_serve.plan.records import Tuned, ceiling_item, tuned_threads
 from kthybrid_serve.plan.runtime_needs import ImageFacts, check_runtime_needs
 from kthybrid_serve.plan.targets import Target, TargetData
@@ -59,8 +53,8 @@ class Plan:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # Decode tokens/s the CPU experts allow at the measured bandwidth; None until tuned.
     cpu_decode_ceiling: float | None = None
-    # The CPU expert memory overhead of the kernel that serves them (plan/memory.py).
-    expert_overhead: float = EXPERT_OVERHEAD_FRACTION
+    # The measured memory of the kernel that serves the CPU experts (plan/memory.py).
+    kernel: KernelMemory = DEFAULT_KERNEL_MEMORY
 
 
 def _tp(host: HostFacts, settings: Settings) -> tuple[int, int]:
@@ -192,9 +186,8 @@ def _assemble(
     items: list[PlanItem],
 ) -> Plan:
     method = kt.method if kt else None
-    env, unset, env_items = plan_env(model, method, settings, environ, host.isa_flags)
-    overhead = expert_overhead(host.isa_flags, method)
-    share = ordinary_memory_share(settings.hugepages, avx2_mxfp4_kernel(host.isa_flags, method))
+    kernel = kernel_memory(host.isa_flags, method)
+    env, unset, env_items = plan_env(model, method, settings, environ, kernel)
     prefix: list[str] = []
     if kt is None:
         numa_why = "GPU-only: no CPU experts to place"
@@ -225,7 +218,9 @@ def _assemble(
         tp_size=tp,
         gpus_used=gpus_local,
         cpu_expert_bytes=expert_bytes,
-        host_memory_needed=host_memory_needed(expert_bytes, share, overhead) if kt else 0,
+        host_memory_needed=host_memory_needed(expert_bytes, kernel, settings.hugepages)
+        if kt
+        else 0,
         target=target.name if target else None,
         items=tuple(items),
         gpu_budget=experts.budget,
@@ -233,5 +228,5 @@ def _assemble(
         env_unset=unset,
         argv=tuple(argv),
         notes=host.notes,
-        expert_overhead=overhead,
+        kernel=kernel,
     )

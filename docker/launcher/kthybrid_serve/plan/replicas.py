@@ -234,7 +234,7 @@ class ReplicaSet:
         for rp in self.plans:
             r = rp.replica
             nodes = rp.plan.kt_numa_nodes or r.nodes
-            limit = container_limit_gib(rp.plan.cpu_expert_bytes, rp.plan.expert_overhead)
+            limit = container_limit_gib(rp.plan.cpu_expert_bytes, rp.plan.kernel.overhead)
             lines += [
                 f"FLEET_{r.index}_CPUSET={r.cpuset}",
                 f"FLEET_{r.index}_NUMA_NODES={','.join(map(str, nodes))}",
