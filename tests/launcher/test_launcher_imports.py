@@ -32,12 +32,13 @@ RANK = {
     "client": 4,
     "validate": 5,
     "metrics": 5,
-    "report": 6,
-    "workflow": 6,
-    "cpubench": 6,
-    "cli": 7,
-    "sglang_entry": 7,
-    "__main__": 8,
+    "replica_checks": 6,
+    "report": 7,
+    "workflow": 7,
+    "cpubench": 7,
+    "cli": 8,
+    "sglang_entry": 8,
+    "__main__": 9,
 }
 SKIPPED_DIRS = frozenset({".git", ".venv", ".tools", "node_modules", "__pycache__"})
 

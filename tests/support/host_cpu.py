@@ -7,20 +7,13 @@ there instead.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from kthybrid_serve.host.host import read_cpuinfo
+from kthybrid_serve.host.hostfs import HostTree
 from kthybrid_serve.workflow import QUANTIZER_FLAGS
 
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    raise RuntimeError(f"{cpuinfo} has no flags line: cannot tell this machine's instruction set")
-
-
-HOST_QUANTIZES = all(flag in cpu_flags() for flag in QUANTIZER_FLAGS)
+# Read as the launcher reads the host, so the skip and the launcher's refusal agree.
+HOST_QUANTIZES = all(flag in read_cpuinfo(HostTree("/"))[0] for flag in QUANTIZER_FLAGS)
 needs_quantizer = pytest.mark.skipif(
     not HOST_QUANTIZES,
     reason="this CPU has no AVX512F+AVX512BW, which kt-kernel's AMX-INT4 quantizer needs: "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,12 +13,13 @@ from kthybrid_serve.errors import CpuIsaError, LauncherError, UsageError
 from kthybrid_serve.host.host import HostFacts, read_host
 from kthybrid_serve.model.model import ModelFacts, read_model
 from kthybrid_serve.model.weights import CpuWeights, read_cpu_weights
-from kthybrid_serve.plan.method import AMX_FLAGS, has_flags
+from kthybrid_serve.plan.method import AMX_FLAGS, VARIANT_FLAGS, has_flags
 from kthybrid_serve.plan.plan import Plan, make_plan
 from kthybrid_serve.plan.replicas import ReplicaPlan, ReplicaSet, check_request, plan_replicas
 from kthybrid_serve.plan.runtime_needs import ImageFacts, read_image
 from kthybrid_serve.plan.targets import TargetData, load_target_data
 from kthybrid_serve.plan.threads import ThreadRequest, cpu_budget, plan_threads
+from kthybrid_serve.replica_checks import all_replicas_checks, own_checks, replica_prefix
 from kthybrid_serve.settings import Settings
 from kthybrid_serve.validate import (
     Check,
@@ -92,10 +93,10 @@ class PlannedReplicas:
         return Planned(picked.host, self.model, self.weights, picked.plan, ())
 
 
-def _raise_first(checks: list[Check], prefix: str) -> None:
+def _raise_first(checks: list[Check]) -> None:
     error = first_failure(checks)
     if error is not None:
-        raise type(error)(prefix + error.message)
+        raise error
 
 
 def plan_replicas_and_validate(settings: Settings, environ: Mapping[str, str]) -> PlannedReplicas:
@@ -107,20 +108,17 @@ def plan_replicas_and_validate(settings: Settings, environ: Mapping[str, str]) -
     check_request(settings)
     data = load_target_data()
     host = _host(settings)
-    _raise_first(preflight_checks(host, data, environ), "")
+    _raise_first(preflight_checks(host, data, environ))
     if settings.api_key_file is not None:
         read_api_key(settings.api_key_file)
     model, weights = _model(settings)
     replicas = plan_replicas(host, model, weights, settings, data, environ, _image(environ, data))
-    count, index = settings.replicas, settings.replica_index
+    index = settings.replica_index
     if index is None:
-        total = f"--replicas {count} ({count} copies of the CPU experts and runtime): "
-        _raise_first(plan_checks(host, replicas.combined(), settings), total)
+        _raise_first(all_replicas_checks(host, replicas, settings))
     for rp in replicas.plans:
         if index is None or rp.replica.index == index:
-            nodes = ",".join(map(str, rp.replica.nodes))
-            where = f"replica {rp.replica.index} (NUMA node(s) {nodes}): "
-            _raise_first(plan_checks(rp.host, rp.plan, settings), where)
+            _raise_first(own_checks(rp, settings))
     return PlannedReplicas(host, model, weights, replicas)
 
 
@@ -135,15 +133,6 @@ def serve_replica_index(settings: Settings) -> int:
         "which replica this server is; `kthybrid-serve plan --replicas "
         f"{settings.replicas}` shows them all"
     )
-
-
-def _prefixed(checks: list[Check], prefix: str) -> list[Check]:
-    """A replica's checks, each message (and the refusal it carries) naming the replica."""
-    out = []
-    for c in checks:
-        error = type(c.error)(prefix + c.error.message) if c.error is not None else None
-        out.append(replace(c, message=prefix + c.message, error=error))
-    return out
 
 
 def replica_checks(
@@ -165,20 +154,18 @@ def replica_checks(
     replicas = _step("replicas", split, checks)
     if replicas is None:
         return checks
-    count, index = settings.replicas, settings.replica_index
-    affinity = "known" if replicas.split.affinity_known else "UNKNOWN, GPUs in index order"
-    checks.append(Check("replicas", "ok" if replicas.split.affinity_known else "warn",
-                        f"{count} replica(s); GPU NUMA affinity {affinity}"))  # fmt: skip
+    index = settings.replica_index
+    known = replicas.split.affinity_known
+    affinity = "known" if known else "UNKNOWN, GPUs in index order"
+    summary = f"{settings.replicas} replica(s); GPU NUMA affinity {affinity}"
+    checks.append(Check("replicas", "ok" if known else "warn", summary))
     checks += [Check("replicas-note", "warn", note) for note in replicas.split.notes]
     if index is None:
-        total = f"--replicas {count} ({count} copies of the CPU experts and runtime): "
-        checks += _prefixed(plan_checks(host, replicas.combined(), settings), total)
+        checks += all_replicas_checks(host, replicas, settings)
     for rp in replicas.plans:
         r = rp.replica
         if index is not None and r.index != index:
             continue
-        nodes = ",".join(map(str, r.nodes))
-        where = f"replica {r.index} (NUMA node(s) {nodes}): "
         plan = rp.plan
         experts = (
             "all experts on GPU"
@@ -187,9 +174,9 @@ def replica_checks(
                 f"--kt-cpuinfer {plan.kt_cpuinfer} --kt-num-gpu-experts {plan.kt_num_gpu_experts}"
             )
         )
-        checks.append(Check(f"replica-{r.index}", "ok", f"{where}CPUs {r.cpuset}, GPU(s) "
-                            f"{r.device_ids}, port {r.port}; {experts}"))  # fmt: skip
-        checks += _prefixed(plan_checks(rp.host, plan, settings), where)
+        checks.append(Check(f"replica-{r.index}", "ok", f"{replica_prefix(r)}CPUs {r.cpuset}, "
+                            f"GPU(s) {r.device_ids}, port {r.port}; {experts}"))  # fmt: skip
+        checks += own_checks(rp, settings)
     return checks
 
 
@@ -262,7 +249,7 @@ def doctor(settings: Settings, environ: Mapping[str, str]) -> list[Check]:
 
 # kt-kernel's AMX-INT4 quantizer (BufferBInt4Impl::from_mat) is AVX-512 code: its AVX-512
 # builds write the same files as its AMX build (checked on an AMX host, evidence/h200).
-QUANTIZER_FLAGS = ("avx512f", "avx512bw")
+QUANTIZER_FLAGS = VARIANT_FLAGS["avx512_base"]
 
 
 def conversion_threads(settings: Settings, host: HostFacts) -> tuple[int, tuple[int, ...]]:

@@ -274,7 +274,8 @@ def _memlock(tree: HostTree) -> tuple[bool, int | None]:
     return True, int(match.group(1))
 
 
-def _cpuinfo(tree: HostTree) -> tuple[frozenset[str], str]:
+def read_cpuinfo(tree: HostTree) -> tuple[frozenset[str], str]:
+    """The ISA flags the launcher knows (ISA_FLAGS) that /proc/cpuinfo lists, and the model."""
     text = tree.read("/proc/cpuinfo") or ""
     flags_match = re.search(r"^flags\s*:(.*)$", text, flags=re.M)
     model_match = re.search(r"^model name\s*:\s*(.*)$", text, flags=re.M)
@@ -318,7 +319,7 @@ def read_host(root: str = "/", gpu_specs: Iterable[str] = ()) -> HostFacts:
             "no CPU is left to this process (online CPUs, cgroup cpuset, affinity, isolated)"
         )
     memlock_known, memlock = _memlock(tree)
-    flags, model = _cpuinfo(tree)
+    flags, model = read_cpuinfo(tree)
     gpus, gpu_source = _gpus(list(gpu_specs), notes)
     gpus = with_pci_affinity(tree, gpus, notes)
     if not memlock_known:
